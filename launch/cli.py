@@ -1,0 +1,148 @@
+"""`python -m launch STAGE [overrides] [--dry-run] [-m]`: compose, plan, and run or print."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from launch.compose import ConfigError, compose_config, expand_sweep, recipe_names, to_container
+from launch.local import LocalExecutor
+from launch.rundir import (
+    RunDirError,
+    claim_run_dir,
+    config_changes,
+    new_run_name,
+    redact_secrets,
+    run_dir_for,
+    write_config,
+    write_provenance,
+)
+from launch.stages import STAGES
+from launch.stages.sft_config import SFTConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+USAGE = """usage: python -m launch STAGE [KEY=VALUE ...] [--dry-run] [-m|--multirun]
+
+Stages:
+{stages}
+
+Recipes (recipe=NAME): {recipes}
+
+Options:
+  --dry-run       print the composed config and the Plan; start nothing, create nothing
+  -m, --multirun  Hydra multirun: comma-separated values sweep, e.g. -m sft.learning_rate=1e-5,2e-5
+  -h, --help      this message
+
+Common keys: name=NAME (run name), resume=true name=NAME (continue that run), run_root=DIR,
+launcher.gpus_per_node=N, and every key of the recipe, e.g. sft.learning_rate=2e-5.
+Example: python -m launch sft recipe=tiny
+"""
+
+
+@dataclass
+class Invocation:
+    """A parsed command line."""
+
+    stage: str
+    overrides: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    multirun: bool = False
+
+
+def usage() -> str:
+    """The help text, listing every stage and recipe."""
+    stages = "\n".join(f"  {s.name:<14}{s.summary}" for s in STAGES.values())
+    return USAGE.format(stages=stages, recipes=", ".join(recipe_names()))
+
+
+def parse_argv(argv: list[str]) -> Invocation | None:
+    """Split argv into stage, flags and Hydra overrides; None when help was asked for."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        return None
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    invocation = Invocation(stage=stage)
+    for arg in rest:
+        if arg == "--dry-run":
+            invocation.dry_run = True
+        elif arg in ("-m", "--multirun"):
+            invocation.multirun = True
+        elif arg in ("-h", "--help"):
+            return None
+        elif arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r}; options: --dry-run, -m/--multirun, -h/--help")
+        else:
+            invocation.overrides.append(arg)
+    return invocation
+
+
+def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None) -> int:
+    """Compose, plan and run (or print) one point; returns its exit code."""
+    composed = compose_config(stage, overrides)
+    config = composed.config
+    name = str(config.name) if config.name is not None else new_run_name()
+    resume = bool(config.resume)
+    if resume and config.name is None:
+        raise RunDirError("resume=true needs name=<the run to continue>")
+    run_dir = run_dir or run_dir_for(config.run_root, stage, composed.recipe, name)
+    plan = STAGES[stage].build_plan(config, run_dir, f"{composed.recipe}/{name}", sys.executable)
+    resolved = to_container(config)
+    if dry_run:
+        print("# composed config (secrets removed)")
+        print(yaml.safe_dump(redact_secrets(resolved), sort_keys=False))
+        print(f"# Plan (dry run: nothing was created or started); run directory would be {run_dir}")
+        print(plan.to_yaml())
+        return 0
+    if not resume and run_dir.exists():
+        raise RunDirError(f"run directory {run_dir} already exists; choose another name=, "
+                          "or add resume=true to continue that run")
+    attempt = claim_run_dir(run_dir, resume)
+    if resume:
+        old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        for change in config_changes(old, redact_secrets(resolved)):
+            print(f"[launch] resume: config differs from the original run: {change}")
+    write_config(run_dir, resolved, attempt)
+    write_provenance(run_dir, attempt, int(config.seed), PROJECT_ROOT)
+    print(f"[launch] {stage} run {name} (attempt {attempt}) in {run_dir}")
+    return LocalExecutor(plan, attempt).run()
+
+
+def run_sweep(invocation: Invocation) -> int:
+    """Run every point of a multirun one after another; non-zero if any point failed."""
+    points = expand_sweep(invocation.overrides)
+    first = compose_config(invocation.stage, points[0]).config
+    sweep_name = str(first.name) if first.name is not None else new_run_name()
+    codes = []
+    for index, point in enumerate(points):
+        print(f"[launch] sweep point {index}/{len(points)}: {' '.join(point)}")
+        composed = compose_config(invocation.stage, point)
+        sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, composed.recipe, sweep_name)
+        if not invocation.dry_run:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            with open(sweep_dir / "sweep.yaml", "a") as record:
+                record.write(yaml.safe_dump([{"index": index, "overrides": point}], sort_keys=False))
+        codes.append(run_point(invocation.stage, point, invocation.dry_run, sweep_dir / str(index)))
+    failed = [i for i, code in enumerate(codes) if code != 0]
+    print(f"[launch] sweep {sweep_name}: {len(points) - len(failed)} of {len(points)} points succeeded"
+          + (f"; failed: {failed}" if failed else ""))
+    return next((codes[i] for i in failed), 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m launch`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        invocation = parse_argv(argv)
+        if invocation is None:
+            print(usage())
+            return 0
+        if invocation.multirun:
+            return run_sweep(invocation)
+        return run_point(invocation.stage, invocation.overrides, invocation.dry_run)
+    except (ConfigError, RunDirError, SFTConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,38 @@
+"""The stages `python -m launch STAGE` knows: each turns a composed config into a Plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from launch.plan import Plan
+from launch.stages import sft
+
+# build_plan(config, run_dir, run_name, python) -> Plan
+PlanBuilder = Callable[[DictConfig, Path, str, str], Plan]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: its name, what it does, and the function that builds its Plan."""
+
+    name: str
+    summary: str
+    build_plan: PlanBuilder
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add a stage; a second stage under the same name is an error."""
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} is already registered")
+    STAGES[stage.name] = stage
+    return stage
+
+
+register(Stage("sft", "cold-start SFT on tool trajectories with LLaMA-Factory", sft.build_plan))

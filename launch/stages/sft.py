@@ -1,0 +1,195 @@
+"""The SFT stage: the composed config to a Plan that trains with LLaMA-Factory.
+
+The Plan writes LLaMA-Factory's training YAML and a `dataset_info.json` that registers the
+trajectory dataset, builds the tiny model and demo data when the recipe asks for them, validates
+the arguments with LLaMA-Factory's own parser, trains (through LLaMA-Factory's torchrun launch when
+there are several GPUs or DeepSpeed), merges a LoRA adapter, and installs the chat template that
+RL and evaluation render with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from launch.compose import CONFIG_DIR
+from launch.plan import FileSpec, Plan, Resources, Step
+from launch.stages.sft_config import SFTConfig, SFTConfigError, check_sft_config
+
+DATASET_NAME = "longvideo_r1_trajectories"
+LF_DIR = "llamafactory"
+TRAIN_YAML = f"{LF_DIR}/train.yaml"
+EXPORT_YAML = f"{LF_DIR}/export.yaml"
+CHECKPOINT_DIR = "checkpoints"
+MERGED_DIR = "model"
+
+
+def local_path(path: str) -> str:
+    """An absolute path for a local file or directory, as given otherwise (a hub model id)."""
+    if path.startswith(("/", "~", ".")) or os.sep in path and Path(path).expanduser().exists():
+        return str(Path(path).expanduser().absolute())
+    return path
+
+
+def dataset_info(dataset_path: str) -> dict:
+    """LLaMA-Factory's `dataset_info.json` entry for our sharegpt trajectory file."""
+    return {
+        DATASET_NAME: {
+            "file_name": dataset_path,
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {
+                "role_tag": "from",
+                "content_tag": "value",
+                "user_tag": "human",
+                "assistant_tag": "gpt",
+                "observation_tag": "observation",
+                "system_tag": "system",
+            },
+        }
+    }
+
+
+def report_settings(sft: SFTConfig, config: DictConfig) -> tuple[str, dict[str, str]]:
+    """LLaMA-Factory's `report_to` and the W&B environment (never the key itself)."""
+    has_key = bool(os.environ.get(config.wandb.api_key_env))
+    mode = sft.report_to
+    if mode == "auto":
+        mode = "wandb" if has_key else "offline"
+    if mode == "none":
+        return "none", {}
+    if mode == "wandb" and not has_key:
+        raise SFTConfigError(f"sft.report_to=wandb but ${config.wandb.api_key_env} is not set; "
+                             "set it, or use sft.report_to=offline or none")
+    env = {"WANDB_PROJECT": str(config.wandb.project), "WANDB_DIR": "."}
+    if config.wandb.entity:
+        env["WANDB_ENTITY"] = str(config.wandb.entity)
+    if mode == "offline":
+        env["WANDB_MODE"] = "offline"
+    return "wandb", env
+
+
+def train_args(config: DictConfig, run_dir: Path, run_name: str) -> dict:
+    """LLaMA-Factory's training arguments rendered from the recipe."""
+    sft, model, chat = check_sft_config(config)
+    report_to, _ = report_settings(sft, config)
+    args: dict = {
+        "model_name_or_path": local_path(model.path),
+        "trust_remote_code": True,
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": sft.finetuning_type,
+        "dataset": DATASET_NAME,
+        "dataset_dir": str(run_dir / LF_DIR),
+        "template": chat.template,
+        "cutoff_len": sft.cutoff_len,
+        "packing": sft.packing,
+        "preprocessing_num_workers": sft.preprocessing_num_workers,
+        "dataloader_num_workers": sft.dataloader_num_workers,
+        "output_dir": str(run_dir / CHECKPOINT_DIR),
+        "logging_steps": sft.logging_steps,
+        "save_steps": sft.save_steps,
+        "plot_loss": True,
+        "per_device_train_batch_size": sft.per_device_train_batch_size,
+        "gradient_accumulation_steps": sft.gradient_accumulation_steps,
+        "learning_rate": sft.learning_rate,
+        "num_train_epochs": sft.num_train_epochs,
+        "max_steps": sft.max_steps,
+        "lr_scheduler_type": sft.lr_scheduler_type,
+        "warmup_ratio": sft.warmup_ratio,
+        "report_to": report_to,
+        "run_name": run_name,
+        "seed": int(config.seed),
+        "ddp_timeout": 180000000,
+    }
+    if sft.save_total_limit is not None:
+        args["save_total_limit"] = sft.save_total_limit
+    if sft.precision != "fp32":
+        args[sft.precision] = True
+    if sft.liger_kernel:
+        args["enable_liger_kernel"] = True
+    if not sft.gradient_checkpointing:
+        args["disable_gradient_checkpointing"] = True
+    if sft.deepspeed:
+        args["deepspeed"] = str(CONFIG_DIR / "deepspeed" / f"{sft.deepspeed}.json")
+    if sft.finetuning_type == "lora":
+        args.update(lora_rank=sft.lora.rank, lora_alpha=sft.lora.alpha,
+                    lora_dropout=sft.lora.dropout, lora_target=sft.lora.target)
+    args.update(sft.extra_args)
+    return args
+
+
+def export_args(config: DictConfig, run_dir: Path) -> dict:
+    """LLaMA-Factory's export arguments that merge the LoRA adapter into full weights."""
+    _, model, chat = check_sft_config(config)
+    return {
+        "model_name_or_path": local_path(model.path),
+        "adapter_name_or_path": str(run_dir / CHECKPOINT_DIR),
+        "template": chat.template,
+        "finetuning_type": "lora",
+        "trust_remote_code": True,
+        "export_dir": str(run_dir / MERGED_DIR),
+        "export_size": 5,
+        "export_device": "cpu",
+        "export_legacy_format": False,
+    }
+
+
+def distributed_env(config: DictConfig, sft: SFTConfig) -> dict[str, str]:
+    """Environment for LLaMA-Factory's own torchrun launch, or for a CPU-only run."""
+    gpus, nodes = int(config.launcher.gpus_per_node), int(config.launcher.nodes)
+    if gpus == 0 and not sft.deepspeed:
+        # A CPU recipe stays on the CPU even on a GPU node.
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    if gpus <= 1 and nodes == 1 and not sft.deepspeed:
+        return {}
+    # DeepSpeed and multi-GPU need torchrun; the executor resolves the placeholders per node.
+    return {
+        "FORCE_TORCHRUN": "1",
+        "NPROC_PER_NODE": str(max(gpus, 1)),
+        "NNODES": "{{nnodes}}",
+        "NODE_RANK": "{{node_rank}}",
+        "MASTER_ADDR": "{{head_addr}}",
+        "MASTER_PORT": "{{free_port:master}}",
+    }
+
+
+def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The SFT Plan for a composed config, to run in `run_dir`."""
+    sft, model, chat = check_sft_config(config)
+    dataset_path = str(Path(sft.dataset.path).expanduser().absolute())
+    model_path = local_path(model.path)
+    files = [
+        FileSpec(f"{LF_DIR}/dataset_info.json", json.dumps(dataset_info(dataset_path), indent=2) + "\n"),
+        FileSpec(TRAIN_YAML, yaml.safe_dump(train_args(config, run_dir, run_name), sort_keys=False)),
+    ]
+    before = []
+    if model.build:
+        before.append(Step("build_model", [python, "-m", "tools.tiny_model", "--output", model_path],
+                           skip_if_exists=f"{model_path}/config.json"))
+    if sft.dataset.build:
+        before.append(Step("build_dataset", [python, "-m", "tools.demo_trajectories", "--output", dataset_path,
+                                             "--observation-role", chat.observation_role],
+                           skip_if_exists=dataset_path))
+    before.append(Step("validate", [python, "-m", "launch.validate_sft", TRAIN_YAML]))
+
+    _, report_env = report_settings(sft, config)
+    env = {**report_env, **distributed_env(config, sft)}
+    main = Step("train", ["llamafactory-cli", "train", TRAIN_YAML], env=env)
+
+    after = []
+    final_model = str(run_dir / CHECKPOINT_DIR)
+    if sft.finetuning_type == "lora":
+        files.append(FileSpec(EXPORT_YAML, yaml.safe_dump(export_args(config, run_dir), sort_keys=False)))
+        after.append(Step("merge_lora", ["llamafactory-cli", "export", EXPORT_YAML],
+                          env={"CUDA_VISIBLE_DEVICES": ""}))
+        final_model = str(run_dir / MERGED_DIR)
+    after.append(Step("chat_template", [python, "-m", "tools.chat_template", "--model", final_model,
+                                        "--template", chat.template]))
+    resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node))
+    return Plan(stage="sft", run_dir=str(run_dir), main=main, files=files, before=before, after=after,
+                resources=resources, outputs={"model": final_model})

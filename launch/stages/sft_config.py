@@ -1,0 +1,131 @@
+"""Typed schema of the SFT stage's config, checked before anything is rendered or started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+FINETUNING_TYPES = ("full", "lora")
+DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
+PRECISIONS = ("bf16", "fp16", "fp32")
+REPORT_TO = ("auto", "wandb", "offline", "none")
+DATASET_BUILDERS = ("demo",)
+MODEL_BUILDERS = ("tiny_qwen3",)
+OBSERVATION_ROLES = ("user", "tool")
+# LLaMA-Factory arguments our recipes must never set through `extra_args`, and why.
+FORBIDDEN_EXTRA_ARGS = {
+    "mask_history": "it trains only the last turn; every model turn must be trained",
+    "overwrite_output_dir": "a run never overwrites output; use resume=true name=X",
+    "output_dir": "the output directory is always inside the run directory",
+    "stage": "this stage is always LLaMA-Factory's `sft`",
+    "dataset": "set sft.dataset.path; the stage registers it",
+    "dataset_dir": "set sft.dataset.path; the stage registers it",
+    "template": "set chat.template; SFT, datasets and RL all read it",
+}
+
+
+class SFTConfigError(ValueError):
+    """The `sft` (or `model`, `chat`) section of the composed config is invalid."""
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target: str = "all"
+
+
+@dataclass
+class DatasetConfig:
+    path: str = "???"
+    build: Optional[str] = None
+
+
+@dataclass
+class SFTConfig:
+    finetuning_type: str = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    deepspeed: Optional[str] = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    cutoff_len: int = 24576
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 4
+    precision: str = "bf16"
+    liger_kernel: bool = True
+    gradient_checkpointing: bool = True
+    packing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: Optional[int] = None
+    report_to: str = "auto"
+    preprocessing_num_workers: int = 16
+    dataloader_num_workers: int = 4
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    path: str = "???"
+    build: Optional[str] = None
+
+
+@dataclass
+class ChatConfig:
+    template: str = "qwen3_nothink"
+    observation_role: str = "user"
+
+
+def _choice(section: str, key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise SFTConfigError(f"{section}.{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
+
+
+def _positive(section: str, key: str, value: float, allow_minus_one: bool = False) -> None:
+    if value <= 0 and not (allow_minus_one and value == -1):
+        raise SFTConfigError(f"{section}.{key}={value!r} must be > 0")
+
+
+def _typed(schema: type, node: DictConfig, section: str) -> Any:
+    try:
+        # Interpolations (e.g. ${paths.cache}) resolve against the whole config first.
+        values = OmegaConf.to_container(node, resolve=True)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise SFTConfigError(f"invalid `{section}` config: {error}") from None
+
+
+def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatConfig]:
+    """Type- and range-check the sections the SFT stage reads; errors name the key."""
+    sft: SFTConfig = _typed(SFTConfig, config.sft, "sft")
+    model: ModelConfig = _typed(ModelConfig, config.model, "model")
+    chat: ChatConfig = _typed(ChatConfig, config.chat, "chat")
+    _choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES)
+    if sft.deepspeed is not None:
+        _choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS)
+    _choice("sft", "precision", sft.precision, PRECISIONS)
+    _choice("sft", "report_to", sft.report_to, REPORT_TO)
+    if sft.dataset.build is not None:
+        _choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS)
+    if model.build is not None:
+        _choice("model", "build", model.build, MODEL_BUILDERS)
+    _choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
+    for key in ("cutoff_len", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        _positive("sft", key, getattr(sft, key))
+    _positive("sft", "max_steps", sft.max_steps, allow_minus_one=True)
+    if not 0 <= sft.warmup_ratio < 1:
+        raise SFTConfigError(f"sft.warmup_ratio={sft.warmup_ratio!r} must be in [0, 1)")
+    for key, why in FORBIDDEN_EXTRA_ARGS.items():
+        if key in sft.extra_args:
+            raise SFTConfigError(f"sft.extra_args.{key} is not allowed: {why}")
+    return sft, model, chat

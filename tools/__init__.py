@@ -1,0 +1,1 @@
+"""The navigation environment and the builders of models and datasets it needs."""
