@@ -1,0 +1,284 @@
+"""Run directories: names, claiming and resuming, secrets, config changes, DONE and provenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launch import rundir
+from launch.rundir import (
+    DONE_MARKER,
+    REDACTED,
+    RunDirError,
+    claim_run_dir,
+    config_changes,
+    is_finished,
+    mark_done,
+    new_run_name,
+    redact_secrets,
+    run_dir_for,
+    write_config,
+    write_provenance,
+)
+
+
+def test_new_run_name_has_the_documented_shape() -> None:
+    """A run name is `YYYYmmdd-HHMMSS-xxxx` and is itself a valid run directory name."""
+    name = new_run_name(dt.datetime(2026, 11, 22, 10, 45, 12))
+    assert re.fullmatch(r"20261122-104512-[0-9a-f]{4}", name)
+    assert run_dir_for("/r", "sft", "tiny", name).name == name
+
+
+def test_new_run_name_is_unique_across_calls() -> None:
+    """Calls in the same second still give different names (the random suffix)."""
+    now = dt.datetime(2026, 1, 1)
+    assert len({new_run_name(now) for _ in range(4)}) == 4
+    assert new_run_name() != new_run_name()
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later"),
+    [
+        (dt.datetime(2026, 5, 5, 10, 0, 0), dt.datetime(2026, 5, 5, 10, 0, 1)),
+        (dt.datetime(2026, 1, 2, 9, 0, 0), dt.datetime(2026, 1, 10, 8, 0, 0)),
+        (dt.datetime(2026, 9, 30, 23, 59, 59), dt.datetime(2026, 10, 1, 0, 0, 0)),
+        (dt.datetime(2026, 12, 31, 23, 59, 59), dt.datetime(2027, 1, 1, 0, 0, 0)),
+    ],
+)
+def test_new_run_names_sort_by_time(earlier: dt.datetime, later: dt.datetime) -> None:
+    """A later run's name sorts after an earlier one's, whatever the random suffixes are."""
+    for _ in range(5):
+        assert new_run_name(earlier) < new_run_name(later)
+
+
+def test_run_dir_for_is_root_stage_group_name(tmp_path: Path) -> None:
+    """The run directory is <root>/<stage>/<group>/<name>, made absolute."""
+    assert run_dir_for(tmp_path, "sft", "tiny", "r1") == tmp_path / "sft" / "tiny" / "r1"
+    assert run_dir_for("runs", "sft", "tiny", "r1") == Path.cwd() / "runs" / "sft" / "tiny" / "r1"
+    assert run_dir_for("~/runs", "sft", "tiny", "r1") == Path.home() / "runs" / "sft" / "tiny" / "r1"
+
+
+@pytest.mark.parametrize(
+    ("stage", "group", "name", "label"),
+    [
+        ("sft", "tiny", "a/b", "name"),
+        ("sft", "tiny", "a b", "name"),
+        ("sft", "tiny", "../escape", "name"),
+        ("sft", "tiny", "..", "name"),
+        ("sft", "tiny", ".hidden", "name"),
+        ("sft", "tiny", "", "name"),
+        ("sft", "tiny", "a\\b", "name"),
+        ("sft", "ti ny", "ok", "recipe or dataset"),
+        ("s/ft", "tiny", "ok", "stage"),
+    ],
+)
+def test_run_dir_for_rejects_unsafe_names(stage: str, group: str, name: str, label: str) -> None:
+    """Slashes, spaces, leading dots and empty names are refused, naming which part is bad."""
+    with pytest.raises(RunDirError, match=f"{label} .* is not a valid directory name"):
+        run_dir_for("/r", stage, group, name)
+
+
+def test_claim_numbers_attempts_zero_then_one_two_on_resume(tmp_path: Path) -> None:
+    """A new run is attempt 0; each resume is the next attempt, each with its own directory."""
+    run_dir = tmp_path / "sft" / "tiny" / "r1"
+    assert [claim_run_dir(run_dir, False), claim_run_dir(run_dir, True), claim_run_dir(run_dir, True)] == [0, 1, 2]
+    assert sorted(p.name for p in (run_dir / "attempts").iterdir()) == ["0", "1", "2"]
+
+
+def test_resume_after_a_gap_continues_from_the_highest_attempt(tmp_path: Path) -> None:
+    """Attempt numbers follow the highest existing one, numerically (10 after 9, not after 1)."""
+    run_dir = tmp_path / "r"
+    for attempt in ("0", "1", "9"):
+        (run_dir / "attempts" / attempt).mkdir(parents=True)
+    (run_dir / "attempts" / "notes").mkdir()
+    assert claim_run_dir(run_dir, True) == 10
+    assert claim_run_dir(run_dir, True) == 11
+
+
+@pytest.mark.parametrize(
+    ("state", "resume", "message"),
+    [
+        ("exists", False, "already exists.*resume=true"),
+        ("missing", True, "no run to resume"),
+        ("done", True, "already finished"),
+    ],
+)
+def test_claim_refuses_what_it_must_not_touch(tmp_path: Path, state: str, resume: bool, message: str) -> None:
+    """An existing dir is never reused without resume; a missing or finished run cannot be resumed."""
+    run_dir = tmp_path / "r"
+    if state in ("exists", "done"):
+        (run_dir / "attempts" / "0").mkdir(parents=True)
+        (run_dir / "keep.txt").write_text("old")
+    if state == "done":
+        (run_dir / DONE_MARKER).write_text("outputs: {}\n")
+    with pytest.raises(RunDirError, match=message):
+        claim_run_dir(run_dir, resume)
+    # Nothing was created or changed by the refusal.
+    assert sorted(p.name for p in (run_dir / "attempts").glob("*")) == (["0"] if state != "missing" else [])
+    assert not run_dir.exists() if state == "missing" else (run_dir / "keep.txt").read_text() == "old"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"api_key": "s3cr3t"}, {"api_key": REDACTED}),
+        ({"WANDB_API_KEY": "s3cr3t"}, {"WANDB_API_KEY": REDACTED}),
+        ({"openai_apikey": "s3cr3t"}, {"openai_apikey": REDACTED}),
+        ({"hf_token": "hf_x"}, {"hf_token": REDACTED}),
+        ({"Token": "t"}, {"Token": REDACTED}),
+        ({"client_secret": "c"}, {"client_secret": REDACTED}),
+        ({"db_password": 1234}, {"db_password": REDACTED}),
+        # Keys that only name a variable, or merely contain a secret word, are kept.
+        ({"api_key_env": "WANDB_API_KEY"}, {"api_key_env": "WANDB_API_KEY"}),
+        ({"token_file": "/x"}, {"token_file": "/x"}),
+        ({"max_new_tokens": 5}, {"max_new_tokens": 5}),
+        # An empty secret has nothing to hide.
+        ({"token": ""}, {"token": ""}),
+        ({"api_key": None}, {"api_key": None}),
+        (
+            {"wandb": {"project": "p", "api_key": "k", "api_key_env": "WANDB_API_KEY"}, "list": [{"token": "t"}, 3]},
+            {"wandb": {"project": "p", "api_key": REDACTED, "api_key_env": "WANDB_API_KEY"},
+             "list": [{"token": REDACTED}, 3]},
+        ),
+    ],
+)
+def test_redact_secrets(config: dict, expected: dict) -> None:
+    """Values of keys ending in api_key/apikey/token/secret/password are redacted, at any depth."""
+    before = repr(config)
+    assert redact_secrets(config) == expected
+    # The input is not modified.
+    assert repr(config) == before
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "changes"),
+    [
+        ({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, []),
+        ({"a": 1}, {"a": 2}, ["a: 1 -> 2"]),
+        ({"sft": {"lora": {"rank": 8}}}, {"sft": {"lora": {"rank": 16}}}, ["sft.lora.rank: 8 -> 16"]),
+        ({"a": 1}, {"a": 1, "b": "x"}, ["b: '<absent>' -> 'x'"]),
+        ({"a": 1, "b": {"c": 1}}, {"a": 1}, ["b: {'c': 1} -> '<absent>'"]),
+        ({"x": [1, 2]}, {"x": [1, 3]}, ["x: [1, 2] -> [1, 3]"]),
+        ({"b": 1, "a": {"z": 1, "y": 1}}, {"b": 2, "a": {"z": 2, "y": 2}}, ["a.y: 1 -> 2", "a.z: 1 -> 2", "b: 1 -> 2"]),
+    ],
+)
+def test_config_changes_lists_differing_dotted_keys(old: dict, new: dict, changes: list[str]) -> None:
+    """Every key whose value differs is listed once, dotted, sorted, with old and new values."""
+    assert config_changes(old, new) == changes
+
+
+@pytest.mark.parametrize(("attempt", "path"), [(0, "config.yaml"), (2, "attempts/2/config.yaml")])
+def test_write_config_redacts_and_keeps_each_attempt(tmp_path: Path, attempt: int, path: str) -> None:
+    """The first attempt writes config.yaml; a resume writes its own copy; secrets never land on disk."""
+    (tmp_path / "attempts" / str(attempt)).mkdir(parents=True)
+    written = write_config(tmp_path, {"seed": 1, "hub_token": "s3cr3t"}, attempt)
+    assert written == tmp_path / path
+    assert yaml.safe_load(written.read_text()) == {"seed": 1, "hub_token": REDACTED}
+    assert "s3cr3t" not in written.read_text()
+
+
+def test_mark_done_writes_done_with_outputs(tmp_path: Path) -> None:
+    """DONE holds the outputs and a timestamp, and no temporary file is left behind."""
+    assert not is_finished(tmp_path)
+    mark_done(tmp_path, {"model": "/runs/x/model"})
+    body = yaml.safe_load((tmp_path / DONE_MARKER).read_text())
+    assert body["outputs"] == {"model": "/runs/x/model"}
+    assert dt.datetime.fromisoformat(body["finished_at"])
+    assert is_finished(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [DONE_MARKER]
+
+
+def test_mark_done_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DONE appears only by a rename: if the rename fails there is no (partial) DONE."""
+
+    def fail(self: Path, target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", fail)
+    with pytest.raises(OSError):
+        mark_done(tmp_path, {"model": "m"})
+    assert not (tmp_path / DONE_MARKER).exists()
+    assert not is_finished(tmp_path)
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A git repository with one commit, one modified file and one untracked file."""
+    repo = tmp_path / "src"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (repo / "train.py").write_text("lr = 1\n")
+    git("add", "train.py")
+    git("commit", "-q", "-m", "first")
+    (repo / "train.py").write_text("lr = 2\n")
+    (repo / "new.py").write_text("x\n")
+    return repo
+
+
+@pytest.fixture
+def fake_pip(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Answer `python -m pip freeze` with a canned list (the real one takes seconds); run git for real."""
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], *args, **kwargs):
+        calls.append(list(argv))
+        if argv[1:3] == ["-m", "pip"]:
+            return subprocess.CompletedProcess(argv, 0, "fakepkg==1.0\n", "")
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.subprocess, "run", run)
+    return calls
+
+
+def test_write_provenance_records_commit_diff_freeze_and_seed(tmp_path: Path, git_repo: Path,
+                                                             fake_pip: list[list[str]]) -> None:
+    """Provenance has the HEAD commit, the uncommitted diff and status, pip freeze, the seed and the host."""
+    run_dir = tmp_path / "run"
+    out = write_provenance(run_dir, 1, 1234, git_repo)
+    assert out == run_dir / "attempts" / "1" / "provenance"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=git_repo, capture_output=True, text=True).stdout
+    assert (out / "git_commit.txt").read_text() == head
+    diff = (out / "git_diff.patch").read_text()
+    assert "-lr = 1" in diff and "+lr = 2" in diff
+    assert "?? new.py" in diff
+    assert (out / "pip_freeze.txt").read_text() == "fakepkg==1.0\n"
+    assert any(argv[1:4] == ["-m", "pip", "freeze"] for argv in fake_pip)
+    assert (out / "seed.txt").read_text() == "1234\n"
+    assert (out / "host.txt").read_text().strip()
+    assert (out / "command.txt").read_text().endswith("\n")
+
+
+def test_write_provenance_outside_git_records_the_reason(tmp_path: Path, fake_pip: list[list[str]]) -> None:
+    """Outside a git checkout the commit file says why there is no commit instead of failing."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    out = write_provenance(tmp_path / "run", 0, None, plain)
+    assert (out / "git_commit.txt").read_text().startswith("<git rev-parse HEAD exited")
+    assert (out / "seed.txt").read_text() == "None\n"
+
+
+def test_write_provenance_records_a_failing_pip(tmp_path: Path, git_repo: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provenance command that fails leaves its exit code and stderr in the file."""
+    real_run = subprocess.run
+
+    def run(argv: list[str], *args, **kwargs):
+        if argv[1:3] == ["-m", "pip"]:
+            return subprocess.CompletedProcess(argv, 3, "", "no pip here")
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.subprocess, "run", run)
+    out = write_provenance(tmp_path / "run", 0, 7, git_repo)
+    text = (out / "pip_freeze.txt").read_text()
+    assert "exited 3" in text and "no pip here" in text
