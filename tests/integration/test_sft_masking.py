@@ -89,7 +89,7 @@ def runs(labels: list[int], labelled: bool) -> list[tuple[int, int]]:
 def pairs(encoded: Encoded) -> list[tuple[dict, dict]]:
     """Each trajectory with its sample; LLaMA-Factory keeps the file's order."""
     assert len(encoded.samples) == len(encoded.records) == COUNT
-    return list(zip(encoded.records, encoded.samples))
+    return list(zip(encoded.records, encoded.samples, strict=True))
 
 
 def test_no_sample_is_dropped_or_truncated(encoded: Encoded) -> None:
