@@ -14,6 +14,7 @@ from launch.rundir import (
     RunDirError,
     claim_run_dir,
     config_changes,
+    create_new_dir,
     new_run_name,
     redact_secrets,
     run_dir_for,
@@ -117,12 +118,16 @@ def run_sweep(invocation: Invocation) -> int:
     first = compose_config(invocation.stage, points[0]).config
     sweep_name = str(first.name) if first.name is not None else new_run_name()
     codes = []
+    claimed: set[Path] = set()
     for index, point in enumerate(points):
         print(f"[launch] sweep point {index}/{len(points)}: {' '.join(point)}")
         composed = compose_config(invocation.stage, point)
         sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, composed.recipe, sweep_name)
         if not invocation.dry_run:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
+            if sweep_dir not in claimed and not composed.config.resume:
+                # The sweep's directory is new, like a run's: an existing sweep is never overwritten.
+                create_new_dir(sweep_dir)
+                claimed.add(sweep_dir)
             with open(sweep_dir / "sweep.yaml", "a") as record:
                 record.write(yaml.safe_dump([{"index": index, "overrides": point}], sort_keys=False))
         codes.append(run_point(invocation.stage, point, invocation.dry_run, sweep_dir / str(index)))

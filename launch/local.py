@@ -137,7 +137,8 @@ class LocalExecutor:
             if process.poll() is not None:
                 raise PlanFailed(f"service {service.name} exited with {process.returncode}; see {log_path}", 1)
             if time.monotonic() > deadline or self.stop_reason:
-                raise PlanFailed(f"service {service.name} not ready after {service.ready.timeout_s}s; see {log_path}", 1)
+                waited = service.ready.timeout_s
+                raise PlanFailed(f"service {service.name} not ready after {waited}s; see {log_path}", 1)
             time.sleep(0.5)
         self._print(f"[launch] service {service.name} is ready")
 

@@ -47,6 +47,18 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / DONE_MARKER).is_file()
 
 
+def create_new_dir(path: Path) -> None:
+    """Create `path`, which must not exist yet (a run's or a sweep's directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # mkdir without exist_ok is atomic: two launches racing for one name cannot both win.
+        path.mkdir()
+    except FileExistsError:
+        raise RunDirError(
+            f"run directory {path} already exists; choose another name=, or add resume=true to continue that run"
+        ) from None
+
+
 def claim_run_dir(run_dir: Path, resume: bool) -> int:
     """Create `run_dir` for a new run, or reopen it for `resume`; returns the attempt number."""
     if resume:
@@ -57,15 +69,7 @@ def claim_run_dir(run_dir: Path, resume: bool) -> int:
         attempts = sorted(int(p.name) for p in (run_dir / "attempts").glob("*") if p.name.isdigit())
         attempt = (attempts[-1] + 1) if attempts else 1
     else:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # mkdir without exist_ok is atomic: two launches racing for one name cannot both win.
-            run_dir.mkdir()
-        except FileExistsError:
-            raise RunDirError(
-                f"run directory {run_dir} already exists; choose another name=, "
-                f"or add resume=true to continue that run"
-            ) from None
+        create_new_dir(run_dir)
         attempt = 0
     (run_dir / "attempts" / str(attempt)).mkdir(parents=True, exist_ok=False)
     return attempt

@@ -30,7 +30,7 @@ MERGED_DIR = "model"
 
 def local_path(path: str) -> str:
     """An absolute path for a local file or directory, as given otherwise (a hub model id)."""
-    if path.startswith(("/", "~", ".")) or os.sep in path and Path(path).expanduser().exists():
+    if path.startswith(("/", "~", ".")) or (os.sep in path and Path(path).expanduser().exists()):
         return str(Path(path).expanduser().absolute())
     return path
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# OmegaConf's structured configs read typing.Optional, not `X | None`.
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
