@@ -7,6 +7,7 @@ started (and nothing else), and only a fully successful run gets its `DONE` mark
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -110,7 +111,17 @@ class LocalExecutor:
         return [resolve_placeholders(a, self.resolve) for a in argv]
 
     def _start(self, argv: list[str], env: dict[str, str], log: IO[str] | int) -> subprocess.Popen:
-        process = subprocess.Popen(
+        try:
+            process = self._popen(argv, env, log)
+        except OSError as error:
+            # 127 is the shell's code for a command that cannot be found or run.
+            raise PlanFailed(f"cannot start {argv[0]!r}: {error}", 127) from None
+        with self.lock:
+            self.running.append(process)
+        return process
+
+    def _popen(self, argv: list[str], env: dict[str, str], log: IO[str] | int) -> subprocess.Popen:
+        return subprocess.Popen(
             argv,
             cwd=self.run_dir,
             env=env,
@@ -121,9 +132,6 @@ class LocalExecutor:
             text=True if log == subprocess.PIPE else None,
             bufsize=1 if log == subprocess.PIPE else -1,
         )
-        with self.lock:
-            self.running.append(process)
-        return process
 
     def start_service(self, service: Service) -> None:
         """Start a service in its own process group and wait until its readiness check passes."""
@@ -134,9 +142,11 @@ class LocalExecutor:
         self._print(f"[launch] service {service.name} started (pid {process.pid}), log: {log_path}")
         deadline = time.monotonic() + service.ready.timeout_s
         while not self._is_ready(service):
+            if self.stop_reason:
+                raise PlanFailed(f"service {service.name} stopped: {self.stop_reason}", self._stop_code())
             if process.poll() is not None:
                 raise PlanFailed(f"service {service.name} exited with {process.returncode}; see {log_path}", 1)
-            if time.monotonic() > deadline or self.stop_reason:
+            if time.monotonic() > deadline:
                 waited = service.ready.timeout_s
                 raise PlanFailed(f"service {service.name} not ready after {waited}s; see {log_path}", 1)
             time.sleep(0.5)
@@ -153,7 +163,7 @@ class LocalExecutor:
                 port = int(resolve_placeholders(check.tcp_port, self.resolve))
                 with socket.create_connection(("127.0.0.1", port), timeout=2):
                     return True
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
         return True
 

@@ -37,7 +37,7 @@ def new_run_name(now: _dt.datetime | None = None) -> str:
 def run_dir_for(root: str | Path, stage: str, group: str, name: str) -> Path:
     """The directory of run `name` of `stage` for `group` (a recipe or a dataset)."""
     for label, value in (("stage", stage), ("recipe or dataset", group), ("name", name)):
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise RunDirError(f"{label} {value!r} is not a valid directory name (letters, digits, . _ -)")
     return Path(root).expanduser().absolute() / stage / group / name
 

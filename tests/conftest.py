@@ -27,6 +27,8 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_model.build(cache / "models" / "tiny-qwen3")
     demo_trajectories.write(cache / "demo" / "sft_demo.json", demo_trajectories.generate())
     os.environ["LONGVIDEO_R1_CACHE"] = str(cache)
+    # LLaMA-Factory's tokenized-dataset cache goes here too, never into the user's ~/.cache.
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "hf_datasets")
     return cache
 
 

@@ -17,6 +17,7 @@ from launch.rundir import (
     RunDirError,
     claim_run_dir,
     config_changes,
+    create_new_dir,
     is_finished,
     mark_done,
     new_run_name,
@@ -119,8 +120,20 @@ def test_claim_refuses_what_it_must_not_touch(tmp_path: Path, state: str, resume
     with pytest.raises(RunDirError, match=message):
         claim_run_dir(run_dir, resume)
     # Nothing was created or changed by the refusal.
-    assert sorted(p.name for p in (run_dir / "attempts").glob("*")) == (["0"] if state != "missing" else [])
-    assert not run_dir.exists() if state == "missing" else (run_dir / "keep.txt").read_text() == "old"
+    if state == "missing":
+        assert not run_dir.exists()
+    else:
+        assert [p.name for p in (run_dir / "attempts").iterdir()] == ["0"]
+        assert (run_dir / "keep.txt").read_text() == "old"
+
+
+def test_create_new_dir_makes_parents_and_refuses_an_existing_dir(tmp_path: Path) -> None:
+    """create_new_dir makes missing parents, and refuses a directory that already exists."""
+    path = tmp_path / "sft" / "tiny" / "sweep"
+    create_new_dir(path)
+    assert path.is_dir()
+    with pytest.raises(RunDirError, match="already exists.*resume=true"):
+        create_new_dir(path)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from launch.rundir import SECRET_KEY
+
 FINETUNING_TYPES = ("full", "lora")
 DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -127,6 +129,10 @@ def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatCo
     _positive("sft", "max_steps", sft.max_steps, allow_minus_one=True)
     if not 0 <= sft.warmup_ratio < 1:
         raise SFTConfigError(f"sft.warmup_ratio={sft.warmup_ratio!r} must be in [0, 1)")
+    for key in sft.extra_args:
+        if SECRET_KEY.search(str(key)):
+            raise SFTConfigError(f"sft.extra_args.{key} looks like a secret; it would be written into the run "
+                                 "directory. Pass secrets through the environment (e.g. HF_TOKEN) instead")
     for key, why in FORBIDDEN_EXTRA_ARGS.items():
         if key in sft.extra_args:
             raise SFTConfigError(f"sft.extra_args.{key} is not allowed: {why}")
