@@ -83,14 +83,15 @@ def parse_argv(argv: list[str]) -> Invocation | None:
 
 def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None) -> int:
     """Compose, plan and run (or print) one point; returns its exit code."""
-    composed = compose_config(stage, overrides)
+    composed = compose_config(stage, overrides, STAGES[stage].needs_recipe)
     config = composed.config
+    group = STAGES[stage].run_group(config, composed.recipe)
     name = str(config.name) if config.name is not None else new_run_name()
     resume = bool(config.resume)
     if resume and config.name is None:
         raise RunDirError("resume=true needs name=<the run to continue>")
-    run_dir = run_dir or run_dir_for(config.run_root, stage, composed.recipe, name)
-    plan = STAGES[stage].build_plan(config, run_dir, f"{composed.recipe}/{name}", sys.executable)
+    run_dir = run_dir or run_dir_for(config.run_root, stage, group, name)
+    plan = STAGES[stage].build_plan(config, run_dir, f"{group}/{name}", sys.executable)
     resolved = to_container(config)
     if dry_run:
         print("# composed config (secrets removed)")
@@ -115,14 +116,16 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
 def run_sweep(invocation: Invocation) -> int:
     """Run every point of a multirun one after another; non-zero if any point failed."""
     points = expand_sweep(invocation.overrides)
-    first = compose_config(invocation.stage, points[0]).config
+    stage = STAGES[invocation.stage]
+    first = compose_config(invocation.stage, points[0], stage.needs_recipe).config
     sweep_name = str(first.name) if first.name is not None else new_run_name()
     codes = []
     claimed: set[Path] = set()
     for index, point in enumerate(points):
         print(f"[launch] sweep point {index}/{len(points)}: {' '.join(point)}")
-        composed = compose_config(invocation.stage, point)
-        sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, composed.recipe, sweep_name)
+        composed = compose_config(invocation.stage, point, stage.needs_recipe)
+        group = stage.run_group(composed.config, composed.recipe)
+        sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, group, sweep_name)
         if not invocation.dry_run:
             if sweep_dir not in claimed and not composed.config.resume:
                 # The sweep's directory is new, like a run's: an existing sweep is never overwritten.

@@ -28,7 +28,7 @@ class Composed:
     """A composed config and the group choices that produced it."""
 
     config: DictConfig
-    recipe: str
+    recipe: str | None
     overrides: list[str]
 
 
@@ -69,7 +69,7 @@ def _valid_keys_hint(overrides: list[str], bad: str) -> str:
     return f"\nValid keys under '{parent or '<root>'}': {keys}"
 
 
-def compose_config(stage: str, overrides: list[str]) -> Composed:
+def compose_config(stage: str, overrides: list[str], needs_recipe: bool = True) -> Composed:
     """Compose the config of `stage` with `overrides`; errors name what is wrong and the choices."""
     full = [f"stage={stage}", *overrides]
     try:
@@ -84,7 +84,9 @@ def compose_config(stage: str, overrides: list[str]) -> Composed:
         if "recipe" in message and "Available options" not in message:
             message += f"\nAvailable recipes: {', '.join(recipe_names())}"
         raise ConfigError(message) from None
-    recipe = str(config.hydra.runtime.choices.get("recipe"))
+    recipe = config.hydra.runtime.choices.get("recipe")
+    if recipe is None and needs_recipe:
+        raise ConfigError(f"stage {stage!r} needs recipe=NAME; available recipes: {', '.join(recipe_names())}")
     with open_dict(config):
         del config["hydra"]
     return Composed(config=config, recipe=recipe, overrides=list(overrides))

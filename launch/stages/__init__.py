@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from launch.plan import Plan
-from launch.stages import sft
+from launch.stages import captions, sft
 
 # build_plan(config, run_dir, run_name, python) -> Plan
 PlanBuilder = Callable[[DictConfig, Path, str, str], Plan]
@@ -22,6 +22,10 @@ class Stage:
     name: str
     summary: str
     build_plan: PlanBuilder
+    # Whether `recipe=NAME` is required (data-building stages may run without one).
+    needs_recipe: bool = True
+    # The folder under runs/<stage>/ that groups this stage's runs: the recipe, or a dataset name.
+    run_group: Callable[[DictConfig, str | None], str] = lambda config, recipe: str(recipe)
 
 
 STAGES: dict[str, Stage] = {}
@@ -36,3 +40,5 @@ def register(stage: Stage) -> Stage:
 
 
 register(Stage("sft", "cold-start SFT on tool trajectories with LLaMA-Factory", sft.build_plan))
+register(Stage("captions", "build caption trees for a folder of videos through a VLM", captions.build_plan,
+               needs_recipe=False, run_group=lambda config, recipe: str(config.captions.dataset)))

@@ -1,0 +1,199 @@
+"""A client for the VLM that answers `video_qa`: any OpenAI-compatible endpoint (`vllm serve`).
+
+One `ask` is one chat.completions request (the frames as `image_url` parts, then the question)
+with a total deadline that covers waiting for a concurrency slot, every attempt and the backoff
+between them. Connection errors, timeouts, HTTP 429 and 5xx are retried; on final failure a
+`VLMError` says in plain words what happened, fit to show to the agent model as an observation.
+The API key is read from the environment variable named in the config and is never stored,
+logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import openai
+
+log = logging.getLogger(__name__)
+
+# Retryable HTTP statuses besides 5xx: rate limited, request timeout.
+_RETRY_STATUSES = {408, 429}
+
+
+class VLMError(Exception):
+    """The VLM gave no usable answer; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class VLMEndpoint:
+    """Where the VLM is served and how patiently to ask it."""
+
+    base_url: str
+    model: str
+    # The NAME of the environment variable that holds the API key, never the key itself.
+    api_key_env: str = "VLM_API_KEY"
+    # Total deadline of one `ask`, retries and waiting for a slot included.
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    # Backoff before retry k (0-based) is backoff_s * 2**k, cut to the time left.
+    backoff_s: float = 1.0
+    max_concurrency: int = 16
+    max_tokens: int = 512
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"VLMEndpoint.base_url={self.base_url!r}: expected an http:// or https:// URL")
+        if not self.model:
+            raise ValueError("VLMEndpoint.model is empty: expected the served model name")
+        for name in ("timeout_s", "max_concurrency", "max_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"VLMEndpoint.{name}={getattr(self, name)}: expected a positive number")
+        for name in ("max_retries", "backoff_s", "temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VLMEndpoint.{name}={getattr(self, name)}: expected a number >= 0")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> VLMEndpoint:
+        """Build from a config mapping; unknown keys, missing keys and wrong types name `where` and the key."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{where}: expected a mapping of VLM endpoint settings, got {type(d).__name__}")
+        known = {field.name: field for field in fields(cls)}
+        for key in d:
+            if key == "api_key":
+                raise ValueError(f"{where}.api_key: the key must not be in a config; put it in an environment "
+                                 "variable and name that variable in api_key_env")
+            if key not in known:
+                raise ValueError(f"{where}.{key}: unknown key; expected one of {', '.join(known)}")
+        for name in ("base_url", "model"):
+            if name not in d:
+                raise ValueError(f"{where}.{name}: missing; it is required")
+        for key, value in d.items():
+            _check_type(f"{where}.{key}", value, known[key].type)
+        try:
+            return cls(**dict(d))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    """Raise TypeError unless `value` suits the field annotation `annotation` (str, int or float)."""
+    expected = {"str": str, "int": int, "float": (int, float)}[str(annotation)]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise TypeError(f"{name}={value!r}: expected {annotation}, got {type(value).__name__}")
+
+
+def _is_retryable(error: Exception) -> bool:
+    """Whether `error` is worth another attempt: no connection, a timeout, 408, 429 or 5xx."""
+    if isinstance(error, openai.APIConnectionError):
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in _RETRY_STATUSES or error.status_code >= 500
+    return False
+
+
+def _describe(error: Exception) -> str:
+    """A short plain description of one failed attempt."""
+    if isinstance(error, openai.APITimeoutError):
+        return "the request timed out"
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__
+        return f"connection failed ({cause})" if cause else "connection failed"
+    if isinstance(error, openai.APIStatusError):
+        # The server's own message when the body is an OpenAI error object, else the client's summary.
+        detail = error.body.get("message") if isinstance(error.body, dict) else None
+        return f"HTTP {error.status_code}: {detail or error.message}"
+    if isinstance(error, _EmptyAnswer):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class VLMClient:
+    """Asks one VLM endpoint questions about images; safe to share between threads."""
+
+    def __init__(self, endpoint: VLMEndpoint) -> None:
+        self.endpoint = endpoint
+        self._api_key = os.environ.get(endpoint.api_key_env) or "EMPTY"
+        # Retries are ours (they must respect the deadline); the per-attempt timeout is set per request.
+        self._openai = openai.OpenAI(base_url=endpoint.base_url, api_key=self._api_key, max_retries=0,
+                                     timeout=endpoint.timeout_s)
+        self._slots = threading.BoundedSemaphore(endpoint.max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"VLMClient({self.endpoint!r})"
+
+    def close(self) -> None:
+        """Close the underlying HTTP connections."""
+        self._openai.close()
+
+    def ask(self, question: str, image_urls: Sequence[str]) -> str:
+        """The VLM's answer to `question` about the images at `image_urls` (data: or http URLs)."""
+        endpoint = self.endpoint
+        content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+        content.append({"type": "text", "text": question})
+        messages = [{"role": "user", "content": content}]
+        deadline = time.monotonic() + endpoint.timeout_s
+        attempts = 0
+        last_error = "no attempt could start"
+        while True:
+            remaining = deadline - time.monotonic()
+            # Waiting for a free slot counts against the deadline.
+            if remaining <= 0 or not self._slots.acquire(timeout=remaining):
+                last_error = last_error if attempts else f"all {endpoint.max_concurrency} request slots stayed busy"
+                raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
+                attempts += 1
+                return self._attempt(messages, remaining)
+            except openai.OpenAIError as error:
+                last_error = self._scrub(_describe(error))
+                if not _is_retryable(error):
+                    raise self._failure("gave no usable answer", attempts, last_error) from None
+            finally:
+                self._slots.release()
+            if time.monotonic() >= deadline:
+                raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
+            if attempts > endpoint.max_retries:
+                raise self._failure("failed", attempts, last_error)
+            pause = endpoint.backoff_s * 2 ** (attempts - 1)
+            # No attempt could start after the pause: give up now rather than sleep until the deadline.
+            if pause >= deadline - time.monotonic():
+                raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
+            log.warning("VLM at %s (model %s), attempt %d: %s; retrying in %.2f s",
+                        endpoint.base_url, endpoint.model, attempts, last_error, pause)
+            time.sleep(pause)
+
+    def _attempt(self, messages: list[dict[str, Any]], timeout_s: float) -> str:
+        """One request with `timeout_s` for each phase (connect, send, wait for the answer)."""
+        response = self._openai.chat.completions.create(
+            model=self.endpoint.model, messages=messages, max_tokens=self.endpoint.max_tokens,
+            temperature=self.endpoint.temperature, timeout=timeout_s)
+        choice = response.choices[0] if response.choices else None
+        text = choice.message.content if choice is not None else None
+        if not text or not text.strip():
+            reason = choice.finish_reason if choice is not None else "no choices"
+            raise _EmptyAnswer(f"the reply had no answer text (finish_reason={reason})")
+        return text
+
+    def _scrub(self, text: str) -> str:
+        """`text` with the API key, should a server ever echo it, replaced by ***."""
+        return text.replace(self._api_key, "***") if self._api_key != "EMPTY" else text
+
+    def _failure(self, what: str, attempts: int, last_error: str) -> VLMError:
+        """The VLMError for a final failure, in words fit for the agent model."""
+        endpoint = self.endpoint
+        plural = "" if attempts == 1 else "s"
+        return VLMError(self._scrub(f"VLM at {endpoint.base_url} (model {endpoint.model}) {what} "
+                                    f"after {attempts} attempt{plural}: {last_error}"))
+
+
+class _EmptyAnswer(openai.OpenAIError):
+    """A well-formed reply without answer text; not retried (the same request gives the same reply)."""
