@@ -225,15 +225,18 @@ class _Handler(BaseHTTPRequestHandler):
             # An Event wait, not sleep: close() wakes every stalled request.
             if stall_s > 0 and self.fake._closing.wait(stall_s):
                 return
-            if failure is not None:
-                self._send_json(failure, _error_body(failure, f"fake failure with HTTP {failure}"))
-                return
-            try:
-                completion = self.fake._completion(body)
-            # A test's answer callable failed: report it to the client as a server error.
-            except Exception as error:
-                self._send_json(500, _error_body(500, f"answer callable raised {type(error).__name__}: {error}"))
-                return
-            self._send_json(200, completion)
+            status, payload = self._chat_reply(body, failure)
         finally:
+            # Leave before replying: a client that got its answer may send the next request at once.
             self.fake._leave_chat()
+        self._send_json(status, payload)
+
+    def _chat_reply(self, body: dict[str, Any], failure: int | None) -> tuple[int, dict[str, Any]]:
+        """The status and JSON payload answering one chat request."""
+        if failure is not None:
+            return failure, _error_body(failure, f"fake failure with HTTP {failure}")
+        try:
+            return 200, self.fake._completion(body)
+        # A test's answer callable failed: report it to the client as a server error.
+        except Exception as error:
+            return 500, _error_body(500, f"answer callable raised {type(error).__name__}: {error}")

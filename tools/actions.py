@@ -223,6 +223,9 @@ def parse_call(text: str) -> GetCaption | VideoQA | ParseError:
     """Parse the text inside `<tool>...</tool>` into a GetCaption or VideoQA, or a ParseError."""
     if len(text) > MAX_CALL_CHARS:
         return ParseError(f"the call is {len(text)} characters long; at most {MAX_CALL_CHARS} are allowed")
+    head = _TOKEN.match(text)  # an unknown name is reported as such, even if what follows cannot be tokenized
+    if head is not None and head.lastgroup == "name" and head.group("name") not in ("get_caption", "video_qa"):
+        return ParseError(f"unknown tool {head.group('name')!r}: the tools are get_caption and video_qa")
     tokens = _tokenize(text)
     if isinstance(tokens, ParseError):
         return tokens

@@ -88,7 +88,9 @@ def caption_observation(ids: tuple[int, ...], width: int, duration: float, capti
 
 def video_qa_observation(answer: str) -> str:
     """What video_qa returns: the vision model's answer inside <information>...</information>."""
-    return f"<information>{defuse_action_tags(answer.strip())}</information>"
+    # The answer cannot close its own block early either.
+    answer = answer.strip().replace("<information>", "[information]").replace("</information>", "[/information]")
+    return f"<information>{defuse_action_tags(answer)}</information>"
 
 
 def error_observation(reason: str, show_forms: bool = True) -> str:
