@@ -204,6 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
         return (body, None) if isinstance(body, dict) else (None, "request body is not a JSON object")
 
     def do_GET(self) -> None:
+        """Serve GET /v1/models."""
         self.fake._record(RecordedRequest("GET", self.path, None, _lower_case(self.headers.items())))
         if self.path.rstrip("/") == "/v1/models":
             model = {"id": self.fake.model, "object": "model", "created": 0, "owned_by": "fake"}
@@ -212,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, _error_body(404, f"no route GET {self.path}"))
 
     def do_POST(self) -> None:
+        """Serve POST /v1/chat/completions."""
         body, problem = self._read_body()
         self.fake._record(RecordedRequest("POST", self.path, body, _lower_case(self.headers.items())))
         if self.path.rstrip("/") != "/v1/chat/completions":

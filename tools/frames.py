@@ -129,8 +129,9 @@ class _Cursor:
     def frame_at(self, requested: float) -> av.VideoFrame:
         """The frame displayed at time `requested` (seconds)."""
         t = Fraction(requested) + TIME_TOLERANCE
-        if self.current is None or t < self.seconds(self.current) or t - self.seconds(self.current) > Fraction(
-                FORWARD_DECODE_LIMIT_S):
+        position = self.seconds(self.current) if self.current is not None else None
+        # Decode on from here when t is a little ahead; otherwise seek back to the keyframe before t.
+        if position is None or not position <= t <= position + Fraction(FORWARD_DECODE_LIMIT_S):
             self._seek(t)
         while (upcoming := self._peek()) is not None and self.seconds(upcoming) <= t:
             self.current, self.pending = upcoming, None
