@@ -10,7 +10,7 @@ python3 -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet torch==2.13.0
-"$py" -m pip install --quiet -c launch/constraints.txt -e ".[train,verl,dev]"
+"$py" -m pip install --quiet -c launch/constraints.txt -e ".[train,tools,verl,dev]"
 
 # PyPI's torchvision and torchaudio wheels are CUDA builds; against a CPU torch their compiled
 # parts fail to load. transformers works without torchvision, so a broken one is removed.
