@@ -3,7 +3,8 @@
 Each trajectory walks a synthetic caption tree coarse to fine in the method's text actions
 (`<think>...</think><tool>get_caption((h, m))</tool>`, `video_qa((h, m, l), "...")`, then
 `<answer>X</answer>`), with every observation as its own user turn, written in LLaMA-Factory's
-sharegpt format. It is deterministic for a seed and well under 1 MB.
+sharegpt format. Prompts and observations come from `tools.prompts`, the same builder RL and
+evaluation use. It is deterministic for a seed and well under 1 MB.
 
     python -m tools.demo_trajectories --output ~/.cache/longvideo-r1/demo/sft_demo.json
 """
@@ -17,56 +18,51 @@ import random
 import tempfile
 from pathlib import Path
 
+from tools import geometry, prompts
+from tools.actions import GetCaption, VideoQA
+from tools.caption_tree import parse_caption_tree
+
 WIDTH = 4
-LETTERS = "ABCD"
 OBJECTS = ["a red car", "a dog", "a chef", "a bicycle", "a blue door", "a violin", "a kite", "a lamp"]
 PLACES = ["a street", "a kitchen", "a park", "a stage", "a beach", "an office"]
-SYSTEM_PROMPT = (
-    "You answer a question about a long video by navigating its caption tree. The video is split "
-    f"into {WIDTH} high-level segments, each into {WIDTH} medium segments, each into {WIDTH} low "
-    "segments. Think inside <think>...</think>, then give exactly one action: "
-    "<tool>get_caption((h, m))</tool> or <tool>get_caption((h, m, l))</tool> to read a caption, "
-    '<tool>video_qa((h, m, l), "question")</tool> to ask about a low segment whose caption you have '
-    "read, or <answer>X</answer> with the option letter."
-)
 
 
-def _span(duration: float, index: int, count: int) -> str:
-    start, end = duration * index / count, duration * (index + 1) / count
-    return f"{start:.1f}s-{end:.1f}s"
+def _tree(rng: random.Random, duration: float, target_ids: tuple[int, int, int], place: str) -> dict:
+    """A synthetic caption file in which only the target branch mentions `place`."""
+    levels = []
+    for level in (1, 2, 3):
+        nodes = []
+        for index in range(geometry.level_size(WIDTH, level)):
+            ids = geometry.ids_of(index, level, WIDTH)
+            start, end = geometry.index_range(index, WIDTH**level, duration)
+            on_path = ids == target_ids[:level]
+            caption = f"someone arrives at {place}." if on_path else f"people walk through {rng.choice(PLACES)}."
+            nodes.append({"caption": caption, "frame_time": [start, end]})
+        levels.append(nodes)
+    return {"width": WIDTH, "captions": levels}
 
 
-def trajectory(rng: random.Random, index: int) -> dict:
+def trajectory(rng: random.Random, index: int, max_turns: int = 15) -> dict:
     """One synthetic question and its coarse-to-fine trajectory, as sharegpt messages."""
     duration = float(rng.choice([1024, 2048, 3600]))
-    h, m, low = (rng.randint(1, WIDTH) for _ in range(3))
+    leaf = tuple(rng.randint(1, WIDTH) for _ in range(3))
     target, place = rng.choice(OBJECTS), rng.choice(PLACES)
     options = rng.sample([o for o in OBJECTS if o != target], 3) + [target]
     rng.shuffle(options)
-    answer = LETTERS[options.index(target)]
-    highs = [f"Segment {i + 1} ({_span(duration, i, WIDTH)}): people walk through {rng.choice(PLACES)}."
-             for i in range(WIDTH)]
-    highs[h - 1] = f"Segment {h} ({_span(duration, h - 1, WIDTH)}): someone arrives at {place}."
+    answer = prompts.LETTERS[options.index(target)]
+    tree = parse_caption_tree(_tree(rng, duration, leaf, place), f"demo video {index}")
     question = f"Video {index}: what appears in {place}?"
-    first_user = (
-        f"Question: {question}\nOptions:\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
-        + f"\nThe video lasts {duration:.0f}s. High-level captions:\n" + "\n".join(highs)
-    )
-    medium_index = (h - 1) * WIDTH + (m - 1)
-    low_index = medium_index * WIDTH + (low - 1)
+    medium, query = leaf[:2], f"What object is in {place}?"
     steps = [
-        (f"<think>The arrival at {place} is in segment {h}; I read its medium segment {m}.</think>"
-         f"<tool>get_caption(({h}, {m}))</tool>",
-         f"Medium caption ({h}, {m}) [{_span(duration, medium_index, WIDTH ** 2)}]: the camera follows "
-         f"someone into {place}."),
-        (f"<think>Low segment {low} should show what is in {place}.</think>"
-         f"<tool>get_caption(({h}, {m}, {low}))</tool>",
-         f"Low caption ({h}, {m}, {low}) [{_span(duration, low_index, WIDTH ** 3)}]: something stands in {place}."),
-        (f"<think>The caption is vague; I ask the video directly.</think>"
-         f'<tool>video_qa(({h}, {m}, {low}), "What object is in {place}?")</tool>',
-         f"<information>The frames show {target} in {place}.</information>"),
+        (f"The arrival at {place} is in segment {leaf[0]}; I read its medium segment {leaf[1]}.",
+         GetCaption(medium), prompts.caption_observation(medium, WIDTH, duration, tree.caption(medium))),
+        (f"Low segment {leaf[2]} should show what is in {place}.",
+         GetCaption(leaf), prompts.caption_observation(leaf, WIDTH, duration, tree.caption(leaf))),
+        ("The caption is vague; I ask the video directly.",
+         VideoQA(leaf, query), prompts.video_qa_observation(f"The frames show {target} in {place}.")),
     ]
-    messages = [{"from": "system", "value": SYSTEM_PROMPT}, {"from": "human", "value": first_user}]
+    messages = [{"from": "system", "value": prompts.system_prompt(max_turns)},
+                {"from": "human", "value": prompts.first_user_turn(question, options, duration, tree)}]
     return {"messages": messages, "_steps": steps, "_answer": answer, "_target": target}
 
 
@@ -74,18 +70,18 @@ def render(record: dict, observation_role: str) -> dict:
     """Finish a trajectory's messages with each observation in `observation_role` (user or tool)."""
     observation_tag = {"user": "human", "tool": "observation"}[observation_role]
     messages = list(record["messages"])
-    for action, observation in record["_steps"]:
-        messages.append({"from": "gpt", "value": action})
+    for thought, action, observation in record["_steps"]:
+        messages.append({"from": "gpt", "value": f"<think>{thought}</think><tool>{action.render()}</tool>"})
         messages.append({"from": observation_tag, "value": observation})
     messages.append({"from": "gpt", "value": f"<think>It is {record['_target']}.</think>"
                                              f"<answer>{record['_answer']}</answer>"})
     return {"messages": messages}
 
 
-def generate(count: int = 64, seed: int = 0, observation_role: str = "user") -> list[dict]:
+def generate(count: int = 64, seed: int = 0, observation_role: str = "user", max_turns: int = 15) -> list[dict]:
     """`count` demo trajectories, deterministic for `seed`."""
     rng = random.Random(seed)
-    return [render(trajectory(rng, i), observation_role) for i in range(count)]
+    return [render(trajectory(rng, i, max_turns), observation_role) for i in range(count)]
 
 
 def write(output: Path, records: list[dict]) -> Path:
@@ -106,8 +102,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--observation-role", choices=["user", "tool"], default="user")
+    parser.add_argument("--max-turns", type=int, default=15, help="the tool-call budget the system prompt states")
     args = parser.parse_args()
-    path = write(args.output, generate(args.count, args.seed, args.observation_role))
+    path = write(args.output, generate(args.count, args.seed, args.observation_role, args.max_turns))
     print(f"wrote {args.count} demo trajectories to {path}")
 
 

@@ -173,7 +173,8 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
                            skip_if_exists=f"{model_path}/config.json"))
     if sft.dataset.build:
         before.append(Step("build_dataset", [python, "-m", "tools.demo_trajectories", "--output", dataset_path,
-                                             "--observation-role", chat.observation_role],
+                                             "--observation-role", chat.observation_role,
+                                             "--max-turns", str(config.agent.max_turns)],
                            skip_if_exists=dataset_path))
     before.append(Step("validate", [python, "-m", "launch.validate_sft", TRAIN_YAML]))
 
