@@ -36,3 +36,20 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_root(tmp_path: Path) -> Path:
     """A fresh `run_root` for runs made by one test."""
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    """A loopback OpenAI-protocol VLM (tests/fake_vlm.py), shared by a module's tests."""
+    from tests.fake_vlm import FakeVLM
+
+    with FakeVLM(answer="a red car drives by") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, vlm):
+    """The navigation tool's world (tests/tool_world.py): a caption tree and a real 64 s video."""
+    from tests.tool_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"), vlm)

@@ -19,19 +19,6 @@ from tools.actions import ACTION_TAGS
 from tools.navigation import NavigationEnv
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    """One loopback VLM for the module; each test resets it."""
-    with FakeVLM(answer="a red car drives by") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, vlm: FakeVLM):
-    """The caption tree and the 64 s video of VIDEO_UID."""
-    return build_world(tmp_path_factory.mktemp("world"), vlm)
-
-
 @pytest.fixture
 def env(world, vlm: FakeVLM) -> NavigationEnv:
     """A fresh environment (no trajectory state) over the shared world."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_vlm import FakeVLM
-from tests.tool_world import build_world, extra_info, turn
+from tests.tool_world import extra_info, turn
 from tools.tool_settings import ENV_VAR, ToolSettingsError, write_settings
 from tools.verl_tool_glue import TOOL_TYPE, LongVideoNavTool
 
@@ -56,19 +56,6 @@ def finish(tool: LongVideoNavTool, trajectory_id: str) -> None:
         tool.delete_env(trajectory_id)
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    """A loopback VLM."""
-    with FakeVLM(answer="two people talk") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, vlm: FakeVLM):
-    """The tool's world."""
-    return build_world(tmp_path_factory.mktemp("world"), vlm)
-
-
 @pytest.fixture
 def tool(world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LongVideoNavTool:
     """The tool built as verl-tool builds it: num_workers only, settings through the environment."""
@@ -97,6 +84,7 @@ def test_every_action_is_claimed(tool: LongVideoNavTool, action: str) -> None:
 
 def test_a_trajectory_through_the_request_shapes(tool: LongVideoNavTool, vlm: FakeVLM) -> None:
     """Caption, leaf caption, video_qa and answer, each as its own request; then the finish request."""
+    vlm.answer = "two people talk"
     trajectory = uuid.uuid4().hex
     info = extra_info(data_source="lvbench", question="q", options=["a", "b"], split="test", index=0)
     replies = [serve(tool, action_request(trajectory, turn(action), info)) for action in

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tools.vlm_client import VLMEndpoint
+from tools.vlm_endpoint import VLMEndpoint
 
 ENV_VAR = "LONGVIDEO_R1_TOOL_CONFIG"
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
 from tools.geometry import LEVEL_NAMES
+from tools.vlm_endpoint import VLMEndpoint
 
 SETTINGS_FILE = "captions/settings.json"
 REQUIRED_PATHS = ("video_dir", "output_dir")
@@ -26,9 +27,6 @@ PER_LEVEL_KEYS = ("frames_per_level", "max_side", "words_per_level")
 POSITIVE_INT_KEYS = ("min_width", "max_width", "workers")
 SETTING_KEYS = ("dataset", "video_dir", "output_dir", "subtitle_dir", "video_extensions", *PER_LEVEL_KEYS,
                 *POSITIVE_INT_KEYS, "jpeg_quality", "vlm")
-# The keys of the VLM endpoint (tools.vlm_client.VLMEndpoint), named here so that planning stays light.
-VLM_KEYS = ("base_url", "model", "api_key_env", "timeout_s", "max_retries", "backoff_s", "max_concurrency",
-            "max_tokens", "temperature")
 DATASET_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -52,20 +50,11 @@ def _check_per_level(data: Mapping[str, Any], key: str, where: str) -> None:
 
 
 def _check_vlm(vlm: object, where: str) -> None:
-    """The VLM section: a mapping of known keys with a base URL and a model; never an API key."""
-    if not isinstance(vlm, Mapping):
-        raise CaptionsConfigError(f"{where}.vlm: expected a mapping with {', '.join(VLM_KEYS)}, got {vlm!r}")
-    for key in vlm:
-        if key == "api_key":
-            raise CaptionsConfigError(f"{where}.vlm.api_key: an API key must not be in a config; put it in an "
-                                      "environment variable and name that variable in vlm.api_key_env")
-        if key not in VLM_KEYS:
-            raise CaptionsConfigError(f"{where}.vlm.{key}: unknown key; expected one of {', '.join(VLM_KEYS)}")
-    base_url = vlm.get("base_url")
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise CaptionsConfigError(f"{where}.vlm.base_url={base_url!r}: expected an http:// or https:// URL")
-    if not isinstance(vlm.get("model"), str) or not vlm["model"]:
-        raise CaptionsConfigError(f"{where}.vlm.model={vlm.get('model')!r}: expected the served model name")
+    """The VLM section, checked by the endpoint's own validation (which refuses an API key in a config)."""
+    try:
+        VLMEndpoint.from_dict(vlm, where=f"{where}.vlm")
+    except (TypeError, ValueError) as error:
+        raise CaptionsConfigError(str(error)) from None
 
 
 def check_settings(data: Mapping[str, Any], where: str) -> None:
