@@ -204,9 +204,12 @@ def test_missing_think_leaves_no_thought() -> None:
     ("b", None),
     ("", None),
     ("(dog)", None),
+    ("I think B", None),
+    ("B a dog", None),
+    ("B, a dog", "B"),
 ], ids=["bare", "dot", "parens", "brackets", "spaces", "dot-text", "paren-text", "Option", "option-lower",
         "Answer-colon", "the-answer-is-colon", "The-answer-is", "text-only", "two-letters", "lowercase", "empty",
-        "paren-word"])
+        "paren-word", "sentence", "letter-then-word", "comma-text"])
 def test_answer_letter(text: str, letter: str | None) -> None:
     """The option letter is read from the usual answer spellings, and None when there is no single letter."""
     assert answer_letter(text) == letter

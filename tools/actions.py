@@ -33,9 +33,11 @@ _TOKEN = re.compile(r"""\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<int>[+-]?\d+)|(?P<str>"
                     r"""|(?P<punct>[()\[\],]))""", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 _QUOTE = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
-# An optional "the answer is" / "option", then one capital letter, bracketed or not, not starting a word.
-_LETTER = re.compile(r"^\s*(?:(?:the\s+)?(?:answer|option)\s*(?:is)?\s*[:\-]?\s*)?"
-                     r"[(\[]?((?-i:[A-Z]))[)\]]?(?![A-Za-z])", re.IGNORECASE)
+# After "the answer is" / "option" a letter may be followed by anything that is not a letter; bare, it
+# must end the text or be followed by punctuation, so "I think B" is not read as option I.
+_LETTER = re.compile(r"^\s*(?:(?:(?:the\s+)?(?:answer|option)\s*(?:is)?\s*[:\-]?\s*)"
+                     r"[(\[]?((?-i:[A-Z]))[)\]]?(?![A-Za-z])"
+                     r"|[(\[]?((?-i:[A-Z]))[)\]]?(?=\s*$|[.,:;)\]]))", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class Turn:
 def answer_letter(text: str) -> str | None:
     """The option letter in an answer such as `B`, `B.`, `(B)`, `B. a dog` or `Option B`; None if there is none."""
     match = _LETTER.match(text)
-    return match.group(1).upper() if match else None
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def _quote(text: str) -> str:
