@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,26 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
     """Run `python -m launch ARGS` from the project root and capture its output."""
     return subprocess.run([sys.executable, "-m", "launch", *args], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+# What `python -m launch ... --dry-run` must never import: the training stack and the tools' heavy parts.
+HEAVY_MODULES = ("torch", "transformers", "llamafactory", "verl", "deepspeed", "av", "openai")
+
+
+def dry_run_in_fresh_interpreter(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Run `launch.cli.main(argv)` in a new interpreter: its stdout and the HEAVY_MODULES it imported."""
+    code = (
+        "import json, sys\n"
+        "from launch.cli import main\n"
+        f"code = main({argv!r})\n"
+        "print('exit', code)\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {set(HEAVY_MODULES)!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=120)
+    assert result.returncode == 0 and "exit 0" in result.stdout, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    return result.stdout, json.loads(lines[-1])
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,8 @@ from launch.cli import main
 from launch.compose import CONFIG_DIR, recipe_names
 from launch.plan import Plan
 from launch.stages import STAGES
-from tests.conftest import PROJECT_ROOT, launch
+from tests.conftest import dry_run_in_fresh_interpreter, launch
 
-HEAVY = ("torch", "transformers", "llamafactory", "verl", "deepspeed")
 PLANTED_KEY = "wandb-planted-0123456789abcdef-secret"
 
 
@@ -164,16 +161,8 @@ def test_tiny_dry_run_prints_config_and_plan_and_creates_nothing(run_root: Path,
 )
 def test_dry_run_imports_no_training_stack(argv: list[str], run_root: Path) -> None:
     """A dry run (in a fresh interpreter) imports neither torch, transformers, llamafactory, verl nor deepspeed."""
-    code = (
-        "import sys\n"
-        "from launch.cli import main\n"
-        f"code = main({[*argv, f'run_root={run_root}']!r})\n"
-        f"print(code, sorted(m for m in sys.modules if m.split('.')[0] in {set(HEAVY)!r}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            env={**os.environ, "WANDB_API_KEY": ""}, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "0 []"
+    _, heavy = dry_run_in_fresh_interpreter([*argv, f"run_root={run_root}"], env={"WANDB_API_KEY": ""})
+    assert heavy == []
 
 
 @pytest.mark.parametrize(
