@@ -48,6 +48,7 @@ class FakeVLM:
         self._requests: list[RecordedRequest] = []
         self._failures: list[int] = []
         self._stall_s = 0.0
+        self._trickle_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self._server: ThreadingHTTPServer | None = None
@@ -106,12 +107,19 @@ class FakeVLM:
         with self._lock:
             self._stall_s = seconds
 
+    def trickle(self, seconds: float) -> None:
+        """Send each answer a byte at a time, spread over `seconds` (0 to stop): every read is quick,
+        the whole reply is slow, which per-phase client timeouts alone never catch."""
+        with self._lock:
+            self._trickle_s = seconds
+
     def reset(self) -> None:
-        """Forget recorded requests, pending failures, stalls and the in-flight maximum."""
+        """Forget recorded requests, pending failures, stalls, trickling and the in-flight maximum."""
         with self._lock:
             self._requests.clear()
             self._failures.clear()
             self._stall_s = 0.0
+            self._trickle_s = 0.0
             self.max_in_flight = self.in_flight
 
     @property
@@ -179,14 +187,21 @@ class _Handler(BaseHTTPRequestHandler):
         # Keep test output quiet.
         pass
 
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any], trickle_s: float = 0.0) -> None:
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if trickle_s <= 0:
+                self.wfile.write(data)
+                return
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                if self.fake._closing.wait(trickle_s / len(data)):
+                    return
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout); nothing left to do.
             pass
@@ -231,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             # Leave before replying: a client that got its answer may send the next request at once.
             self.fake._leave_chat()
-        self._send_json(status, payload)
+        self._send_json(status, payload, self.fake._trickle_s)
 
     def _chat_reply(self, body: dict[str, Any], failure: int | None) -> tuple[int, dict[str, Any]]:
         """The status and JSON payload answering one chat request."""

@@ -153,7 +153,7 @@ def test_stalled_vlm_does_not_hang_past_its_timeout(tmp_path: Path, vlm: FakeVLM
         vlm.stall(0)
     # A liveness bound (it returned at all, well before the stall ended), not a speed target.
     assert time.monotonic() - began < 10
-    assert observation.kind == "tool_error" and "timed out" in observation.text
+    assert observation.kind == "tool_error" and "did not answer within 0.5 s" in observation.text
 
 
 def test_unreachable_vlm_is_explained(tmp_path: Path, vlm: FakeVLM) -> None:

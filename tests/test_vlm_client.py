@@ -140,6 +140,19 @@ def test_stall_past_the_deadline_gives_up_in_time(fake_vlm: FakeVLM) -> None:
     assert fake_vlm.base_url in message
 
 
+def test_a_trickled_reply_cannot_outlast_the_deadline(fake_vlm: FakeVLM) -> None:
+    """Every byte arrives quickly but the whole reply would take 8 s: the 1 s deadline still holds."""
+    fake_vlm.trickle(8)
+    started = time.monotonic()
+    try:
+        with pytest.raises(VLMError, match=r"did not answer within 1 s after 1 attempt: no complete answer"):
+            make_client(fake_vlm, timeout_s=1.0, max_retries=0).ask("q", [])
+    finally:
+        fake_vlm.trickle(0)
+    # A liveness bound: it returned long before the trickle ended.
+    assert time.monotonic() - started < 5
+
+
 def test_unreachable_port_is_a_vlm_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ logged or put in an error message.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
@@ -52,7 +53,7 @@ def _describe(error: Exception) -> str:
         # The server's own message when the body is an OpenAI error object, else the client's summary.
         detail = error.body.get("message") if isinstance(error.body, dict) else None
         return f"HTTP {error.status_code}: {detail or error.message}"
-    if isinstance(error, _EmptyAnswer):
+    if isinstance(error, (_EmptyAnswer, _Deadline)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -67,12 +68,15 @@ class VLMClient:
         self._openai = openai.OpenAI(base_url=endpoint.base_url, api_key=self._api_key, max_retries=0,
                                      timeout=endpoint.timeout_s)
         self._slots = threading.BoundedSemaphore(endpoint.max_concurrency)
+        # One thread per slot, so a submitted attempt never waits in the pool's queue.
+        self._pool = concurrent.futures.ThreadPoolExecutor(endpoint.max_concurrency, thread_name_prefix="vlm")
 
     def __repr__(self) -> str:
         return f"VLMClient({self.endpoint!r})"
 
     def close(self) -> None:
-        """Close the underlying HTTP connections."""
+        """Close the underlying HTTP connections and the attempt threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._openai.close()
 
     def ask(self, question: str, image_urls: Sequence[str]) -> str:
@@ -90,18 +94,32 @@ class VLMClient:
             if remaining <= 0 or not self._slots.acquire(timeout=remaining):
                 last_error = last_error if attempts else f"all {endpoint.max_concurrency} request slots stayed busy"
                 raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
+            slot_held = True
             try:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
                 attempts += 1
-                return self._attempt(messages, remaining)
+                # The client's timeouts are per phase (connect, send, each read): a server that trickles
+                # its reply could outlast them, so the attempt runs in the pool under a hard deadline.
+                future = self._pool.submit(self._attempt, messages, remaining)
+                try:
+                    return future.result(timeout=remaining)
+                except concurrent.futures.TimeoutError:
+                    # The abandoned request keeps its slot until its own timeouts end it.
+                    future.add_done_callback(lambda _: self._slots.release())
+                    slot_held = False
+                    raise _Deadline(f"no complete answer within {remaining:.1f} s") from None
             except openai.OpenAIError as error:
                 last_error = self._scrub(_describe(error))
+                if isinstance(error, _Deadline):
+                    raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts,
+                                        last_error) from None
                 if not _is_retryable(error):
                     raise self._failure("gave no usable answer", attempts, last_error) from None
             finally:
-                self._slots.release()
+                if slot_held:
+                    self._slots.release()
             if time.monotonic() >= deadline:
                 raise self._failure(f"did not answer within {endpoint.timeout_s:g} s", attempts, last_error)
             if attempts > endpoint.max_retries:
@@ -140,3 +158,7 @@ class VLMClient:
 
 class _EmptyAnswer(openai.OpenAIError):
     """A well-formed reply without answer text; not retried (the same request gives the same reply)."""
+
+
+class _Deadline(openai.OpenAIError):
+    """An attempt still unanswered when the whole `ask` ran out of time; not retried (no time is left)."""
