@@ -164,9 +164,11 @@ class _Grammar:
         self.tokens, self.position = tokens, 0
 
     def peek(self) -> tuple[str, object] | None:
+        """The next token, or None at the end."""
         return self.tokens[self.position] if self.position < len(self.tokens) else None
 
     def expect(self, value: str) -> None:
+        """Consume the punctuation `value` or stop with what was found instead."""
         token = self.peek()
         if token is None or token[1] != value or token[0] != "punct":
             found = "the end of the call" if token is None else repr(token[1])
@@ -174,6 +176,7 @@ class _Grammar:
         self.position += 1
 
     def values(self, close: str, depth: int) -> list:
+        """Comma-separated values up to the bracket `close` (a trailing comma is fine)."""
         items = []
         while True:
             token = self.peek()
@@ -188,6 +191,7 @@ class _Grammar:
                 self.expect(close)
 
     def value(self, depth: int):
+        """One int, string or bracketed group."""
         token = self.peek()
         if token is None:
             raise _Stop("the call ends too early")
