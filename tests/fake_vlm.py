@@ -185,6 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # Keep test output quiet.
+        """Discard the server's per-request log lines instead of writing them to stderr."""
         pass
 
     def _send_json(self, status: int, payload: dict[str, Any], trickle_s: float = 0.0) -> None:

@@ -146,7 +146,9 @@ def test_python_in_a_tool_block_is_never_executed(tmp_path: Path, monkeypatch: p
     calls: list[tuple] = []
 
     def record(name: str):
+        """A stand-in for `name` that records its calls instead of running anything."""
         def recorder(*args: object, **kwargs: object) -> None:
+            """Record the call to `name` with its positional arguments, and do nothing else."""
             calls.append((name, args))
         return recorder
 

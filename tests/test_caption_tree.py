@@ -70,6 +70,7 @@ def test_caption_rejects_bad_ids_with_geometry_error(ids: tuple[int, ...]) -> No
 def _set(level: int, index: int, key: str, value: object) -> Callable[[dict], None]:
     """A mutation that sets `captions[level][index][key] = value`."""
     def mutate(data: dict) -> None:
+        """Set `captions[level][index][key]` to `value` in `data`."""
         data["captions"][level][index][key] = value
     return mutate
 
@@ -77,6 +78,7 @@ def _set(level: int, index: int, key: str, value: object) -> Callable[[dict], No
 def _delete_key(level: int, index: int, key: str) -> Callable[[dict], None]:
     """A mutation that deletes `captions[level][index][key]`."""
     def mutate(data: dict) -> None:
+        """Delete `captions[level][index][key]` from `data`."""
         del data["captions"][level][index][key]
     return mutate
 
@@ -84,6 +86,7 @@ def _delete_key(level: int, index: int, key: str) -> Callable[[dict], None]:
 def _replace_node(level: int, index: int, node: object) -> Callable[[dict], None]:
     """A mutation that replaces node `captions[level][index]`."""
     def mutate(data: dict) -> None:
+        """Replace node `captions[level][index]` of `data` with `node`."""
         data["captions"][level][index] = node
     return mutate
 
@@ -91,6 +94,7 @@ def _replace_node(level: int, index: int, node: object) -> Callable[[dict], None
 def _drop_node(level: int) -> Callable[[dict], None]:
     """A mutation that removes the last node of `captions[level]`."""
     def mutate(data: dict) -> None:
+        """Remove the last node of `captions[level]` in `data`."""
         data["captions"][level].pop()
     return mutate
 
@@ -98,6 +102,7 @@ def _drop_node(level: int) -> Callable[[dict], None]:
 def _set_top(key: str, value: object) -> Callable[[dict], None]:
     """A mutation that sets a top-level key."""
     def mutate(data: dict) -> None:
+        """Set the top-level `key` of `data` to `value`."""
         data[key] = value
     return mutate
 
@@ -105,6 +110,7 @@ def _set_top(key: str, value: object) -> Callable[[dict], None]:
 def _levels(count: int) -> Callable[[dict], None]:
     """A mutation that leaves `count` caption levels."""
     def mutate(data: dict) -> None:
+        """Give `data` exactly `count` caption levels, repeating the existing ones where needed."""
         data["captions"] = (data["captions"] * 2)[:count]
     return mutate
 

@@ -130,6 +130,7 @@ def test_concurrent_requests_of_many_trajectories(tool: LongVideoNavTool) -> Non
     failures, lock = [], threading.Lock()
 
     def one(index: int) -> None:
+        """Run trajectory `index` through two get_caption turns and finish it, recording any invalid reply."""
         trajectory = f"traj-{index}"
         leaf = (index % 4 + 1, 2, 3)
         for action in [f"get_caption({leaf[:2]})", f"get_caption({leaf})"]:

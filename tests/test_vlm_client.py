@@ -43,10 +43,12 @@ def full_text(error: BaseException) -> str:
 
 
 def test_ask_returns_the_answer(fake_vlm: FakeVLM) -> None:
+    """ask returns the server's answer text."""
     assert make_client(fake_vlm).ask("what is shown?", image_urls(2)) == "a red car"
 
 
 def test_images_then_question_arrive_in_order(fake_vlm: FakeVLM) -> None:
+    """The request carries model, max_tokens and one user message: the image URLs in order, then the question."""
     urls = image_urls(3)
     make_client(fake_vlm, max_tokens=77).ask("which colour?", urls)
     (request,) = fake_vlm.chat_requests()
@@ -63,12 +65,14 @@ def test_images_then_question_arrive_in_order(fake_vlm: FakeVLM) -> None:
 
 
 def test_answer_callable_sees_the_request(fake_vlm: FakeVLM) -> None:
+    """A callable answer receives the request body, so the reply can echo the question."""
     fake_vlm.answer = lambda body: body["messages"][0]["content"][-1]["text"].upper()
     assert make_client(fake_vlm).ask("echo me", []) == "ECHO ME"
 
 
 def test_api_key_reaches_the_server_but_no_error_or_log(fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The API key is sent as a bearer token but never appears in errors, the client's repr or the logs."""
     monkeypatch.setenv("MY_VLM_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
     client = make_client(fake_vlm, api_key_env="MY_VLM_KEY", max_retries=1)
@@ -88,6 +92,7 @@ def test_api_key_reaches_the_server_but_no_error_or_log(fake_vlm: FakeVLM, monke
 
 
 def test_missing_api_key_sends_a_placeholder(fake_vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the API key variable set, the client sends the placeholder bearer token EMPTY."""
     monkeypatch.delenv("VLM_API_KEY", raising=False)
     make_client(fake_vlm).ask("q", [])
     assert fake_vlm.chat_requests()[0].headers["authorization"] == "Bearer EMPTY"
@@ -95,12 +100,14 @@ def test_missing_api_key_sends_a_placeholder(fake_vlm: FakeVLM, monkeypatch: pyt
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_transient_failures_are_retried(fake_vlm: FakeVLM, status: int) -> None:
+    """HTTP 500, 503 and 429 are retried until the request succeeds."""
     fake_vlm.fail_next(2, status=status)
     assert make_client(fake_vlm, max_retries=3).ask("q", []) == "a red car"
     assert len(fake_vlm.chat_requests()) == 3
 
 
 def test_persistent_failure_names_url_and_attempts(fake_vlm: FakeVLM) -> None:
+    """A failure outlasting the retries raises VLMError naming the URL, the attempt count and the status."""
     fake_vlm.fail_next(100, status=500)
     with pytest.raises(VLMError) as caught:
         make_client(fake_vlm, max_retries=2).ask("q", [])
@@ -113,6 +120,7 @@ def test_persistent_failure_names_url_and_attempts(fake_vlm: FakeVLM) -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 404])
 def test_client_errors_are_not_retried(fake_vlm: FakeVLM, status: int) -> None:
+    """HTTP 400, 401 and 404 raise VLMError after one attempt, without retrying."""
     fake_vlm.fail_next(1, status=status)
     with pytest.raises(VLMError, match=f"after 1 attempt: HTTP {status}"):
         make_client(fake_vlm).ask("q", [])
@@ -121,12 +129,14 @@ def test_client_errors_are_not_retried(fake_vlm: FakeVLM, status: int) -> None:
 
 @pytest.mark.parametrize("answer", ["", "   ", None])
 def test_empty_answer_is_an_error(fake_vlm: FakeVLM, answer: str | None) -> None:
+    """An empty, blank or null answer raises VLMError."""
     fake_vlm.answer = answer
     with pytest.raises(VLMError, match="no answer text"):
         make_client(fake_vlm).ask("q", [])
 
 
 def test_stall_past_the_deadline_gives_up_in_time(fake_vlm: FakeVLM) -> None:
+    """A server stalling past timeout_s makes ask give up promptly with a VLMError naming the timeout and URL."""
     fake_vlm.stall(30)
     timeout_s = 0.5
     started = time.monotonic()
@@ -154,6 +164,7 @@ def test_a_trickled_reply_cannot_outlast_the_deadline(fake_vlm: FakeVLM) -> None
 
 
 def test_unreachable_port_is_a_vlm_error() -> None:
+    """A closed port raises VLMError naming the URL, the connection failure and the attempt count."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -187,6 +198,7 @@ def ask_from_threads(client: VLMClient, count: int) -> list[str]:
 
 @pytest.mark.parametrize(("max_concurrency", "capped"), [(2, True), (8, False)])
 def test_concurrency_cap_limits_requests_in_flight(fake_vlm: FakeVLM, max_concurrency: int, capped: bool) -> None:
+    """max_concurrency caps the requests in flight at once; a higher cap lets them overlap."""
     fake_vlm.stall(0.2)
     client = make_client(fake_vlm, max_concurrency=max_concurrency, timeout_s=30)
     assert ask_from_threads(client, 6) == ["a red car"] * 6
@@ -195,6 +207,7 @@ def test_concurrency_cap_limits_requests_in_flight(fake_vlm: FakeVLM, max_concur
 
 
 def test_waiting_for_a_slot_counts_against_the_deadline(fake_vlm: FakeVLM) -> None:
+    """Time spent queueing for a concurrency slot counts against each caller's timeout."""
     fake_vlm.stall(30)
     timeout_s = 0.5
     client = make_client(fake_vlm, max_concurrency=1, timeout_s=timeout_s, max_retries=0)
@@ -218,6 +231,7 @@ def test_waiting_for_a_slot_counts_against_the_deadline(fake_vlm: FakeVLM) -> No
 
 
 def test_models_endpoint_lists_the_model(fake_vlm: FakeVLM) -> None:
+    """The fake server's /models endpoint lists the fake-vlm model to the OpenAI client."""
     import openai
 
     listed = openai.OpenAI(base_url=fake_vlm.base_url, api_key="x").models.list()
@@ -225,6 +239,7 @@ def test_models_endpoint_lists_the_model(fake_vlm: FakeVLM) -> None:
 
 
 def test_reset_clears_behaviour_and_records(fake_vlm: FakeVLM) -> None:
+    """reset clears queued failures, the stall and the recorded requests."""
     fake_vlm.fail_next(1)
     with pytest.raises(VLMError):
         make_client(fake_vlm, max_retries=0).ask("q", [])
@@ -246,6 +261,7 @@ def test_reset_clears_behaviour_and_records(fake_vlm: FakeVLM) -> None:
     ({"base_url": "http://x/v1", "model": "m", "max_concurrency": 0}, "max_concurrency=0"),
 ])
 def test_from_dict_rejects_bad_settings(settings: dict[str, Any], message: str) -> None:
+    """from_dict rejects unknown, secret, missing, mistyped and invalid settings without leaking the key."""
     with pytest.raises((ValueError, TypeError)) as caught:
         VLMEndpoint.from_dict(settings, where="vlm")
     assert message in str(caught.value)
@@ -253,5 +269,6 @@ def test_from_dict_rejects_bad_settings(settings: dict[str, Any], message: str) 
 
 
 def test_from_dict_accepts_ints_for_floats() -> None:
+    """from_dict accepts an int for a float field and converts it."""
     endpoint = VLMEndpoint.from_dict({"base_url": "http://x/v1", "model": "m", "timeout_s": 30}, where="vlm")
     assert endpoint == VLMEndpoint(base_url="http://x/v1", model="m", timeout_s=30.0)

@@ -92,6 +92,7 @@ def bench_lookups(root: Path, width: int, calls: int) -> None:
     through_tool = per_call(lambda: tool.get_observations(["t"], [next(cycle)], [info]), calls)
 
     def reparse_every_call() -> None:
+        """Make one get_caption call through the tool with a fresh tree cache, so the file is re-read and re-parsed."""
         tool.env.trees = TreeCache()
         tool.get_observations(["t"], [next(cycle)], [info])
 
@@ -109,6 +110,7 @@ def bench_concurrency(root: Path, trajectories: int, rounds: int) -> None:
         tool = LongVideoNavTool(num_workers=1, settings=world.settings)
 
         def trajectory(index: int) -> int:
+            """Run one trajectory's three tool calls, then delete its env; return how many calls were invalid."""
             name = f"round-traj-{index}"
             leaf = geometry.ids_of(index % 64, 3, 4)
             calls = [f"get_caption({geometry.format_ids(leaf[:2])})", f"get_caption({geometry.format_ids(leaf)})",
