@@ -6,8 +6,8 @@ width 8). Ours parses a file once into a bounded in-memory cache. Measured in th
 - tool: a whole `LongVideoNavTool.get_observations` call (turn parsing, lookup, observation text)
   with the cache, against the same call when the tree is re-read and re-parsed each time;
 - concurrency: 256 trajectories at once (caption, leaf caption, video_qa on a real video through a
-  loopback VLM, finish), three rounds: errors, live state after each round and the process's
-  resident memory, which must stop growing after the first round.
+  loopback VLM, finish), four rounds: errors, live state after each round, and memory: Python's
+  heap of live objects (which must not grow from round to round) and the resident size.
 No timed assertions; the numbers and ratios are printed.
 
     python -m tests.benchmarks.bench_get_caption [--width 6] [--calls 20000]
@@ -16,11 +16,13 @@ No timed assertions; the numbers and ratios are printed.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import random
 import tempfile
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -124,15 +126,22 @@ def bench_concurrency(root: Path, trajectories: int, rounds: int) -> None:
             return errors
 
         print(f"concurrency: {trajectories} trajectories at once, 3 tool calls each (video_qa decodes 16 frames)")
+        # Python's own heap (live objects after a collection) shows a leak plainly; resident memory
+        # also moves with the native allocator's arenas for 256 threads and PyAV's frame buffers.
+        tracemalloc.start()
         for round_index in range(rounds):
             # The loopback VLM keeps every request it got; drop them so only the tool's memory is measured.
             vlm.reset()
             start = time.perf_counter()
             with ThreadPoolExecutor(max_workers=trajectories) as pool:
                 errors = sum(pool.map(trajectory, range(trajectories)))
+            elapsed = time.perf_counter() - start
+            gc.collect()
+            heap = tracemalloc.get_traced_memory()[0] / 2**20
             print(f"  round {round_index + 1}: {errors} errors, {len(tool.get_env_cache_keys())} live trajectories "
-                  f"after, {time.perf_counter() - start:5.1f} s, resident {resident_mib():6.1f} MiB, "
-                  f"{len(vlm.chat_requests())} VLM requests")
+                  f"after, {elapsed:5.1f} s (traced), {len(vlm.chat_requests())} VLM requests, "
+                  f"python heap {heap:5.1f} MiB, resident {resident_mib():6.1f} MiB")
+        tracemalloc.stop()
 
 
 def main() -> None:
