@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tools import geometry, prompts
-from tools.actions import ACTION_TAGS, VALID_FORMS
+from tools.actions import TURN_TAGS, VALID_FORMS
 from tools.caption_tree import CaptionTree, load_caption_tree, parse_caption_tree
 
 FAST = settings(deadline=None, max_examples=200)
@@ -34,8 +34,8 @@ def make_tree(width: int, high_captions: list[str] | None = None) -> CaptionTree
 
 
 def has_action_tag(text: str) -> bool:
-    """Whether `text` holds a literal <tool>, </tool>, <answer> or </answer>."""
-    return any(tag in text for tag in ACTION_TAGS)
+    """Whether `text` holds a literal <tool>, </tool>, <answer>, </answer>, <think> or </think>."""
+    return any(tag in text for tag in TURN_TAGS)
 
 
 @pytest.mark.parametrize("max_turns", [1, 15, 40])
@@ -144,7 +144,8 @@ def test_options_block_letters_options() -> None:
 
 
 TAGGY_TEXT = st.lists(
-    st.sampled_from([*ACTION_TAGS, "<", ">", "/", "tool", "answer", "<information>", "</information>", "[", "]"])
+    st.sampled_from([*TURN_TAGS, "<", ">", "/", "tool", "answer", "think", "<information>", "</information>", "[",
+                     "]"])
     | st.text(max_size=6),
     max_size=20,
 ).map("".join)

@@ -19,6 +19,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_OPEN, TOOL_CLOSE = "<tool>", "</tool>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 ACTION_TAGS = (TOOL_OPEN, TOOL_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+# Every tag that delimits a model turn: text from the video (captions, VLM answers) never carries one.
+TURN_TAGS = (THINK_OPEN, THINK_CLOSE, *ACTION_TAGS)
 # Shown to the model inside observations, which never hold a literal action tag (DESIGN §4).
 VALID_FORMS = (
     "Valid actions, each in a tool block: get_caption((h, m)) reads a medium caption, "

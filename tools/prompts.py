@@ -2,7 +2,9 @@
 
 Built only here, so that SFT data, RL parquet and evaluation are byte-identical for the same
 question. Observations never contain a literal `<tool>`, `</tool>`, `<answer>` or `</answer>`: the
-reward reads rollouts with observations inline and splits turns on those tags (DESIGN §4).
+reward reads rollouts with observations inline and splits turns on those tags (DESIGN §4). Nor do
+they contain `<think>` or `</think>`, so a model turn starts at the first `<think>` after an
+observation.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tools import geometry
-from tools.actions import ACTION_TAGS, VALID_FORMS
+from tools.actions import TURN_TAGS, VALID_FORMS
 from tools.caption_tree import CaptionTree
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LEVEL_TITLES = {2: "Medium", 3: "Low"}
-# How an action tag is spelled when it turns up inside observation text (a caption, a VLM answer).
-_DEFUSED = {tag: tag.replace("<", "[").replace(">", "]") for tag in ACTION_TAGS}
+# How a turn tag is spelled when it turns up inside observation text (a caption, a VLM answer).
+_DEFUSED = {tag: tag.replace("<", "[").replace(">", "]") for tag in TURN_TAGS}
 
 
 def system_prompt(max_turns: int) -> str:
@@ -50,7 +52,7 @@ def format_range(start: float, end: float) -> str:
 
 
 def defuse_action_tags(text: str) -> str:
-    """`text` with any action tag respelled in brackets, so it cannot end or fake a turn."""
+    """`text` with any action or think tag respelled in brackets, so it cannot end or fake a turn."""
     for tag, spelled in _DEFUSED.items():
         text = text.replace(tag, spelled)
     return text
