@@ -143,3 +143,16 @@ def test_concurrent_requests_of_many_trajectories(tool: LongVideoNavTool) -> Non
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(one, range(64)))
     assert failures == [] and tool.get_env_cache_keys() == []
+
+
+def test_an_internal_error_is_logged_and_explained(tool: LongVideoNavTool, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A bug inside the tool does not reach verl-tool (which would end the trajectory silently)."""
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(tool.env, "step", broken)
+    reply = serve(tool, action_request("t", turn("get_caption((1, 1))"), extra_info()))
+    assert reply == {"observations": ["The tool failed: internal error in the navigation tool (KeyError). "
+                                      "Try another action or answer."], "dones": [False], "valids": [False]}
+    assert "KeyError: 'boom'" in caplog.text

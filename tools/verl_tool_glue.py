@@ -15,6 +15,7 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from tools import prompts
 from tools.navigation import NavigationEnv
 from tools.tool_settings import ToolSettings, load_settings
 
@@ -69,7 +70,14 @@ class LongVideoNavTool(_verl_tool_base()):
     def conduct_action(self, trajectory_id: str, action: str, extra_field: dict) -> tuple[str, bool, bool]:
         """Serve one turn: (observation text, done, valid)."""
         info, source = _question_info(extra_field or {})
-        observation = self.env.step(trajectory_id, action, info, source)
+        try:
+            observation = self.env.step(trajectory_id, action, info, source)
+        # verl-tool would turn an exception into an empty observation that ends the trajectory; a bug of
+        # ours is logged with its traceback and explained to the model instead.
+        except Exception as error:
+            logger.exception("trajectory %s: the navigation tool failed on %r", trajectory_id, action[-200:])
+            text = prompts.tool_failure_observation(f"internal error in the navigation tool ({type(error).__name__})")
+            return text, False, False
         return observation.text, observation.done, observation.valid
 
     def get_observations(self, trajectory_ids: list[str], actions: list[str],
