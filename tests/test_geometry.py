@@ -210,3 +210,15 @@ def test_low_segment_lies_inside_its_medium_parent(segment: tuple[int, int, floa
         child_start, child_end = time_range(child, width, duration)
         parent_start, parent_end = time_range(parent, width, duration)
         assert parent_start - tolerance <= child_start < child_end <= parent_end + tolerance
+
+
+@pytest.mark.parametrize("width", [1, 3, 4, 8])
+def test_segments_walks_every_level_in_order(width: int) -> None:
+    """segments() yields w + w² + w³ nodes, level by level, with the ids and ranges of ids_of and index_range."""
+    duration = 1000.0
+    found = list(geometry.segments(width, duration))
+    assert len(found) == width + width**2 + width**3
+    assert [s.level for s in found] == sorted(s.level for s in found)
+    for segment in found:
+        assert segment.ids == geometry.ids_of(segment.index, segment.level, width)
+        assert (segment.start, segment.end) == geometry.time_range(segment.ids, width, duration)

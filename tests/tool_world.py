@@ -25,14 +25,9 @@ def caption_text(ids: tuple[int, ...]) -> str:
 
 def caption_tree_data(width: int, duration: float, text=caption_text) -> dict:
     """A valid caption file's JSON for a video of `duration` seconds at `width`."""
-    levels = []
-    for level in (1, 2, 3):
-        count = geometry.level_size(width, level)
-        nodes = []
-        for index in range(count):
-            start, end = geometry.index_range(index, count, duration)
-            nodes.append({"caption": text(geometry.ids_of(index, level, width)), "frame_time": [start, end]})
-        levels.append(nodes)
+    levels: list[list[dict]] = [[], [], []]
+    for segment in geometry.segments(width, duration):
+        levels[segment.level - 1].append({"caption": text(segment.ids), "frame_time": [segment.start, segment.end]})
     return {"width": width, "captions": levels}
 
 

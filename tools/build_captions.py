@@ -24,6 +24,7 @@ from tqdm import tqdm
 from launch.stages.captions import CaptionsConfigError, check_settings
 from tools import frames, geometry
 from tools.caption_tree import CaptionTreeError, caption_path, load_caption_tree
+from tools.geometry import Segment
 from tools.vlm_client import VLMClient, VLMEndpoint, VLMError
 
 TEMP_SUFFIX = ".partial"
@@ -88,17 +89,6 @@ class CaptionSettings:
                    data["workers"], data["jpeg_quality"], vlm)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One node of a tree: its level (1 high, 2 medium, 3 low), its ids and its time range in seconds."""
-
-    level: int
-    index: int
-    ids: tuple[int, ...]
-    start: float
-    end: float
-
-
 @dataclass
 class VideoJob:
     """One video being captioned: its tree geometry, its subtitles and the nodes captioned so far."""
@@ -114,13 +104,7 @@ class VideoJob:
 
     def segments(self) -> list[Segment]:
         """Every segment of the tree, high level first, each level in order."""
-        found = []
-        for level in (1, 2, 3):
-            count = geometry.level_size(self.width, level)
-            for index in range(count):
-                start, end = geometry.index_range(index, count, self.duration)
-                found.append(Segment(level, index, geometry.ids_of(index, level, self.width), start, end))
-        return found
+        return list(geometry.segments(self.width, self.duration))
 
 
 def _srt_seconds(text: str, where: str) -> float:

@@ -29,16 +29,11 @@ PLACES = ["a street", "a kitchen", "a park", "a stage", "a beach", "an office"]
 
 def _tree(rng: random.Random, duration: float, target_ids: tuple[int, int, int], place: str) -> dict:
     """A synthetic caption file in which only the target branch mentions `place`."""
-    levels = []
-    for level in (1, 2, 3):
-        nodes = []
-        for index in range(geometry.level_size(WIDTH, level)):
-            ids = geometry.ids_of(index, level, WIDTH)
-            start, end = geometry.index_range(index, WIDTH**level, duration)
-            on_path = ids == target_ids[:level]
-            caption = f"someone arrives at {place}." if on_path else f"people walk through {rng.choice(PLACES)}."
-            nodes.append({"caption": caption, "frame_time": [start, end]})
-        levels.append(nodes)
+    levels: list[list[dict]] = [[], [], []]
+    for segment in geometry.segments(WIDTH, duration):
+        on_path = segment.ids == target_ids[:segment.level]
+        caption = f"someone arrives at {place}." if on_path else f"people walk through {rng.choice(PLACES)}."
+        levels[segment.level - 1].append({"caption": caption, "frame_time": [segment.start, segment.end]})
     return {"width": WIDTH, "captions": levels}
 
 

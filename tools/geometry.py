@@ -10,6 +10,8 @@ the tool served.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from numbers import Real
 
 LEAF_SECONDS = 16.0
@@ -94,6 +96,25 @@ def segment_at(time: float, level: int, width: int, duration: float) -> tuple[in
     while index < count - 1 and time >= boundary(index + 1, count, duration):
         index += 1
     return ids_of(index, level, width)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One node of a tree: its level (1 high, 2 medium, 3 low), position in the level, ids and time range."""
+
+    level: int
+    index: int
+    ids: tuple[int, ...]
+    start: float
+    end: float
+
+
+def segments(width: int, duration: float, levels: tuple[int, ...] = (1, 2, 3)) -> Iterator[Segment]:
+    """Every segment of a tree, level by level, each level in order."""
+    for level in levels:
+        count = level_size(width, level)
+        for index in range(count):
+            yield Segment(level, index, ids_of(index, level, width), *index_range(index, count, duration))
 
 
 def format_ids(ids: tuple[int, ...]) -> str:

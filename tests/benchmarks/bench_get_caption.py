@@ -30,6 +30,7 @@ from tests.fake_vlm import FakeVLM
 from tests.tool_world import build_world, extra_info, turn
 from tools import geometry
 from tools.caption_tree import TreeCache, load_caption_tree
+from tools.frames import leaf_timestamps
 from tools.verl_tool_glue import LongVideoNavTool
 
 # Caption lengths of the order the paper's trees have: a few sentences per node.
@@ -38,16 +39,14 @@ WORDS = "a person walks into the kitchen and opens the fridge while a dog watche
 
 def realistic_tree(width: int, duration: float, rng: random.Random) -> dict:
     """A caption file with paragraph-long captions and per-node frame times, like a real one."""
-    levels = []
-    for level, (words, frames) in zip((1, 2, 3), ((120, 32), (80, 16), (50, 8)), strict=True):
-        count = geometry.level_size(width, level)
-        nodes = []
-        for index in range(count):
-            start, end = geometry.index_range(index, count, duration)
-            caption = " ".join(rng.choice(WORDS) for _ in range(words))
-            nodes.append({"caption": caption, "frame_time": [start + (end - start) * (i + 0.5) / frames
-                                                             for i in range(frames)]})
-        levels.append(nodes)
+    # Words per caption and frames per node, by level.
+    sizes = {1: (120, 32), 2: (80, 16), 3: (50, 8)}
+    levels: list[list[dict]] = [[], [], []]
+    for segment in geometry.segments(width, duration):
+        words, count = sizes[segment.level]
+        caption = " ".join(rng.choice(WORDS) for _ in range(words))
+        times = leaf_timestamps(segment.start, segment.end, count)
+        levels[segment.level - 1].append({"caption": caption, "frame_time": times})
     return {"width": width, "captions": levels}
 
 
