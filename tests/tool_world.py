@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.fake_vlm import FakeVLM
 from tests.video_fixtures import encode_test_video
 from tools import geometry
+from tools.caption_tree import tree_data
 from tools.tool_settings import ToolSettings, settings_from_dict
 
 VIDEO_UID = "clip"
@@ -25,10 +26,7 @@ def caption_text(ids: tuple[int, ...]) -> str:
 
 def caption_tree_data(width: int, duration: float, text=caption_text) -> dict:
     """A valid caption file's JSON for a video of `duration` seconds at `width`."""
-    levels: list[list[dict]] = [[], [], []]
-    for segment in geometry.segments(width, duration):
-        levels[segment.level - 1].append({"caption": text(segment.ids), "frame_time": [segment.start, segment.end]})
-    return {"width": width, "captions": levels}
+    return tree_data(width, duration, lambda segment: text(segment.ids))
 
 
 def write_tree(caption_dir: Path, video_uid: str, width: int, duration: float, text=caption_text) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,14 @@ def load_caption_tree(path: str | Path) -> CaptionTree:
     except json.JSONDecodeError as error:
         raise CaptionTreeError(f"{path}: not valid JSON: {error}") from None
     return parse_caption_tree(data, str(path))
+
+
+def tree_data(width: int, duration: float, caption_for: Callable[[geometry.Segment], str]) -> dict:
+    """A caption file's JSON for a video of `duration` seconds: every segment captioned by `caption_for`."""
+    levels: list[list[dict]] = [[], [], []]
+    for segment in geometry.segments(width, duration):
+        levels[segment.level - 1].append({"caption": caption_for(segment), "frame_time": [segment.start, segment.end]})
+    return {"width": width, "captions": levels}
 
 
 def caption_path(caption_dir: str | Path, video_uid: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tools import geometry, prompts
 from tools.actions import GetCaption, VideoQA
-from tools.caption_tree import parse_caption_tree
+from tools.caption_tree import parse_caption_tree, tree_data
 
 WIDTH = 4
 OBJECTS = ["a red car", "a dog", "a chef", "a bicycle", "a blue door", "a violin", "a kite", "a lamp"]
@@ -29,12 +29,12 @@ PLACES = ["a street", "a kitchen", "a park", "a stage", "a beach", "an office"]
 
 def _tree(rng: random.Random, duration: float, target_ids: tuple[int, int, int], place: str) -> dict:
     """A synthetic caption file in which only the target branch mentions `place`."""
-    levels: list[list[dict]] = [[], [], []]
-    for segment in geometry.segments(WIDTH, duration):
+
+    def caption_for(segment: geometry.Segment) -> str:
         on_path = segment.ids == target_ids[:segment.level]
-        caption = f"someone arrives at {place}." if on_path else f"people walk through {rng.choice(PLACES)}."
-        levels[segment.level - 1].append({"caption": caption, "frame_time": [segment.start, segment.end]})
-    return {"width": WIDTH, "captions": levels}
+        return f"someone arrives at {place}." if on_path else f"people walk through {rng.choice(PLACES)}."
+
+    return tree_data(WIDTH, duration, caption_for)
 
 
 def trajectory(rng: random.Random, index: int, max_turns: int = 15) -> dict:

@@ -1,0 +1,168 @@
+"""A decoded rollout split into model turns and judged by the navigation environment's own rules.
+
+verl decodes a rollout without special tokens, with every observation inline. Observations never
+hold a turn tag (`tools.prompts` respells them), and generation stops at the first `</tool>` or
+`</answer>` (the action stop tokens), so a model turn starts at the first turn tag after the last
+one ended (the first turn starts at the top) and ends at the first action close tag after that.
+Each turn is read by `tools.actions.parse_turn`, and a call is valid exactly when the tool would
+serve it: its ids exist at the question's width (`tools.geometry`), and video_qa asks about a leaf
+whose caption was read earlier in the same rollout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tools import geometry
+from tools.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
+
+_ANY_TAG = re.compile("|".join(re.escape(tag) for tag in TURN_TAGS))
+_TURN_END = re.compile(f"{re.escape(TOOL_CLOSE)}|{re.escape(ANSWER_CLOSE)}")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class JudgedTurn:
+    """One model turn: its parse, whether the tool would serve its action, and why not."""
+
+    text: str
+    parsed: Turn
+    valid: bool
+    reason: str | None = None
+
+    @property
+    def well_formed(self) -> bool:
+        """Valid, with a thought before the action and nothing left over."""
+        return self.valid and not self.parsed.problems
+
+    @property
+    def is_call(self) -> bool:
+        """Whether the turn tried a tool call (anything that is not a readable answer)."""
+        return not isinstance(self.parsed.action, Answer)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Every model turn of a rollout, judged in order."""
+
+    turns: tuple[JudgedTurn, ...]
+
+    @property
+    def calls(self) -> list[JudgedTurn]:
+        """Turns that tried a tool call, valid or not (the answer turn is not a call)."""
+        return [turn for turn in self.turns if turn.is_call]
+
+    @property
+    def served_calls(self) -> list[GetCaption | VideoQA]:
+        """The actions of valid calls, in order: what the tool served."""
+        return [turn.parsed.action for turn in self.turns if turn.valid and turn.is_call]
+
+    @property
+    def answers(self) -> list[Answer]:
+        """Every answer the rollout gave, in order (normally one, in the last turn)."""
+        return [turn.parsed.action for turn in self.turns if isinstance(turn.parsed.action, Answer)]
+
+    @property
+    def invalid_turns(self) -> int:
+        """Turns the tool would refuse: unreadable, out of range, video_qa too early, or after the answer."""
+        return sum(not turn.valid for turn in self.turns)
+
+    @property
+    def ill_formed_turns(self) -> int:
+        """Turns that are invalid or break the format (no thought first, text left over)."""
+        return sum(not turn.well_formed for turn in self.turns)
+
+
+def call_key(action: GetCaption | VideoQA) -> tuple:
+    """What makes two calls the same: the tool, the ids, and for video_qa the question up to case and spacing."""
+    if isinstance(action, VideoQA):
+        return ("video_qa", action.ids, _SPACES.sub(" ", action.query).strip().casefold())
+    return ("get_caption", action.ids)
+
+
+def unique_calls(rollout: Rollout) -> int:
+    """How many different calls the tool served."""
+    return len({call_key(action) for action in rollout.served_calls})
+
+
+def split_turns(text: str) -> list[str]:
+    """The model turns of a decoded rollout, observations dropped; the last may be unterminated."""
+    turns: list[str] = []
+    start = len(text) - len(text.lstrip())
+    while start < len(text):
+        end = _TURN_END.search(text, start)
+        if end is None:
+            turns.append(text[start:])
+            break
+        turns.append(text[start:end.end()])
+        # The observation that follows holds no turn tag, so the next turn starts at the next tag.
+        next_tag = _ANY_TAG.search(text, end.end())
+        if next_tag is None:
+            break
+        start = next_tag.start()
+    return turns
+
+
+# GRPO samples many rollouts per question and their turns repeat, so parses are shared.
+_parse = lru_cache(maxsize=8192)(parse_turn)
+
+
+def judge_rollout(text: str, width: int) -> Rollout:
+    """Split `text` into turns and judge each as the navigation environment would serve it."""
+    judged: list[JudgedTurn] = []
+    read_leaves: set[tuple[int, ...]] = set()
+    answered = False
+    for turn_text in split_turns(text):
+        parsed = _parse(turn_text)
+        action = parsed.action
+        if answered:
+            judged.append(JudgedTurn(turn_text, parsed, False, "a turn after the answer"))
+        elif action is None:
+            judged.append(JudgedTurn(turn_text, parsed, False, parsed.error.reason))
+        elif isinstance(action, Answer):
+            answered = True
+            judged.append(JudgedTurn(turn_text, parsed, True))
+        else:
+            judged.append(_judge_call(turn_text, parsed, action, width, read_leaves))
+    return Rollout(tuple(judged))
+
+
+def _judge_call(text: str, parsed: Turn, action: GetCaption | VideoQA, width: int,
+                read_leaves: set[tuple[int, ...]]) -> JudgedTurn:
+    """A tool call judged by the tool's rules; a low caption read is remembered for video_qa."""
+    try:
+        geometry.check_ids(action.ids, width)
+    except geometry.GeometryError as error:
+        return JudgedTurn(text, parsed, False, str(error))
+    if isinstance(action, VideoQA) and action.ids not in read_leaves:
+        return JudgedTurn(text, parsed, False, f"video_qa on {geometry.format_ids(action.ids)} before its caption")
+    if isinstance(action, GetCaption) and len(action.ids) == 3:
+        read_leaves.add(action.ids)
+    return JudgedTurn(text, parsed, True)
+
+
+# The counts every score reports next to its components, so verl logs each one.
+COUNT_KEYS = ("turns", "tool_calls", "served_calls", "unique_calls", "repeats", "invalid_turns", "ill_formed_turns",
+              "get_caption_calls", "video_qa_calls", "answered")
+
+
+def rollout_counts(rollout: Rollout) -> dict[str, int]:
+    """How many turns, calls, repeats and invalid or ill-formed turns a rollout has, and whether it answered."""
+    served = rollout.served_calls
+    unique = unique_calls(rollout)
+    video_qa = sum(isinstance(action, VideoQA) for action in served)
+    return {"turns": len(rollout.turns), "tool_calls": len(rollout.calls), "served_calls": len(served),
+            "unique_calls": unique, "repeats": len(served) - unique, "invalid_turns": rollout.invalid_turns,
+            "ill_formed_turns": rollout.ill_formed_turns, "get_caption_calls": len(served) - video_qa,
+            "video_qa_calls": video_qa, "answered": int(bool(rollout.answers))}
+
+
+def decoded_rollout(steps: list[tuple[str, str]]) -> str:
+    """The text verl hands the reward for model turns and their observations (verl-tool multi-turn, Qwen chat).
+
+    Between turns verl-tool inserts `<|im_end|>\\n<|im_start|>user\\n{observation}<|im_end|>\\n<|im_start|>assistant\\n`;
+    decoding without special tokens leaves `\\nuser\\n{observation}\\nassistant\\n`.
+    """
+    return "".join(turn + (f"\nuser\n{observation}\nassistant\n" if observation else "") for turn, observation in steps)
