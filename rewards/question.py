@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from numbers import Real
 
 from rewards.intervals import Interval, merge
-from tools.navigation import QuestionFields
 from tools.prompts import LETTERS
+from tools.question_fields import QuestionFields
 
 # The ground truth is an option letter, possibly bracketed or followed by a period.
 _GROUND_TRUTH = re.compile(r"^\s*[(\[]?([A-Z])[)\].]?\s*$")

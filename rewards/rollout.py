@@ -162,7 +162,7 @@ def rollout_counts(rollout: Rollout) -> dict[str, int]:
 def decoded_rollout(steps: list[tuple[str, str]]) -> str:
     """The text verl hands the reward for model turns and their observations (verl-tool multi-turn, Qwen chat).
 
-    Between turns verl-tool inserts `<|im_end|>\\n<|im_start|>user\\n{observation}<|im_end|>\\n<|im_start|>assistant\\n`;
-    decoding without special tokens leaves `\\nuser\\n{observation}\\nassistant\\n`.
+    Between turns verl-tool inserts `<|im_end|>\\n<|im_start|>user\\n{observation}<|im_end|>\\n`
+    `<|im_start|>assistant\\n`; decoding without special tokens leaves `\\nuser\\n{observation}\\nassistant\\n`.
     """
     return "".join(turn + (f"\nuser\n{observation}\nassistant\n" if observation else "") for turn, observation in steps)

@@ -8,7 +8,6 @@ that says what was wrong. The verl-tool glue and the evaluation agent loop both 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,37 +17,11 @@ from pathlib import Path
 from tools import frames, geometry, prompts
 from tools.actions import Answer, GetCaption, VideoQA, parse_turn
 from tools.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
+from tools.question_fields import QuestionFields
 from tools.tool_settings import SourceSettings, ToolSettings
 from tools.vlm_client import VLMClient, VLMEndpoint, VLMError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QuestionFields:
-    """The per-question fields the tool needs, read from `extra_info` (names fixed in DESIGN §4)."""
-
-    video_uid: str
-    duration: float
-    width: int
-
-    @classmethod
-    def from_extra_info(cls, extra_info: object) -> QuestionFields:
-        """Read video_uid, duration and width; ValueError naming the field that is missing or wrong."""
-        if not isinstance(extra_info, dict):
-            raise ValueError(f"extra_info must be a mapping with video_uid, duration and width, got "
-                             f"{type(extra_info).__name__}")
-        video_uid, duration, width = (extra_info.get(key) for key in ("video_uid", "duration", "width"))
-        if not isinstance(video_uid, str) or not video_uid:
-            raise ValueError(f"extra_info.video_uid must be a non-empty string, got {video_uid!r}")
-        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
-                or duration <= 0:
-            raise ValueError(f"extra_info.duration must be a positive number of seconds, got {duration!r}")
-        if isinstance(width, float) and width.is_integer():
-            width = int(width)
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"extra_info.width must be a positive integer, got {width!r}")
-        return cls(video_uid, float(duration), width)
 
 
 @dataclass(frozen=True)
