@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from rewards.intervals import f1_of_overlap, merge
 from rewards.question import Question
 from rewards.registry import register
-from rewards.rollout import Rollout, unique_calls
+from rewards.rollout import Rollout
 from tools import geometry
 from tools.actions import VideoQA, answer_letter
 from tools.prompts import LETTERS
@@ -76,8 +76,8 @@ def efficiency_reward(rollout: Rollout, question: Question, *, repeat_penalty: f
                       max_penalty: float = 0.5) -> float:
     """Minus the penalties for repeated calls, calls beyond the budget and video_qa calls, capped; never positive."""
     served = rollout.served_calls
-    repeats = len(served) - unique_calls(rollout)
-    over_budget = max(0, len(rollout.calls) - turn_budget)
+    repeats = len(served) - rollout.unique_calls
+    over_budget = max(0, rollout.tool_calls - turn_budget)
     video_qa = sum(isinstance(action, VideoQA) for action in served)
     penalty = repeat_penalty * repeats + over_budget_penalty * over_budget + video_qa_penalty * video_qa
     return 0.0 - min(max_penalty, penalty)
@@ -94,7 +94,7 @@ def format_reward(rollout: Rollout, question: Question, *, penalty_per_turn: flo
 @register("repeat_ratio", bounds=lambda options: (0.0, float(options["cap"])))
 def repeat_ratio(rollout: Rollout, question: Question, *, cap: float = 14.0) -> float:
     """The paper's (calls - unique calls) / unique calls over served calls, at most `cap`; 0 without calls."""
-    unique = unique_calls(rollout)
+    unique = rollout.unique_calls
     if unique == 0:
         return 0.0
     return min(cap, (len(rollout.served_calls) - unique) / unique)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from tools import geometry
 from tools.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
@@ -23,7 +22,7 @@ _TURN_END = re.compile(f"{re.escape(TOOL_CLOSE)}|{re.escape(ANSWER_CLOSE)}")
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JudgedTurn:
     """One model turn: its parse, whether the tool would serve its action, and why not."""
 
@@ -43,36 +42,23 @@ class JudgedTurn:
         return not isinstance(self.parsed.action, Answer)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rollout:
-    """Every model turn of a rollout, judged in order."""
+    """Every model turn of a rollout, judged in order, and what they add up to (counted once, in `judge_rollout`)."""
 
     turns: tuple[JudgedTurn, ...]
-
-    @property
-    def calls(self) -> list[JudgedTurn]:
-        """Turns that tried a tool call, valid or not (the answer turn is not a call)."""
-        return [turn for turn in self.turns if turn.is_call]
-
-    @property
-    def served_calls(self) -> list[GetCaption | VideoQA]:
-        """The actions of valid calls, in order: what the tool served."""
-        return [turn.parsed.action for turn in self.turns if turn.valid and turn.is_call]
-
-    @property
-    def answers(self) -> list[Answer]:
-        """Every answer the rollout gave, in order (normally one, in the last turn)."""
-        return [turn.parsed.action for turn in self.turns if isinstance(turn.parsed.action, Answer)]
-
-    @property
-    def invalid_turns(self) -> int:
-        """Turns the tool would refuse: unreadable, out of range, video_qa too early, or after the answer."""
-        return sum(not turn.valid for turn in self.turns)
-
-    @property
-    def ill_formed_turns(self) -> int:
-        """Turns that are invalid or break the format (no thought first, text left over)."""
-        return sum(not turn.well_formed for turn in self.turns)
+    # The actions of valid calls, in order: what the tool served.
+    served_calls: tuple[GetCaption | VideoQA, ...]
+    # How many different calls the tool served (see `call_key`).
+    unique_calls: int
+    # Turns that tried a tool call, valid or not (the answer turn is not a call).
+    tool_calls: int
+    # Turns the tool would refuse: unreadable, out of range, video_qa too early, or after the answer.
+    invalid_turns: int
+    # Turns that are invalid or break the format (no thought first, text left over).
+    ill_formed_turns: int
+    # Every answer the rollout gave, in order (normally one, in the last turn).
+    answers: tuple[Answer, ...]
 
 
 def call_key(action: GetCaption | VideoQA) -> tuple:
@@ -80,11 +66,6 @@ def call_key(action: GetCaption | VideoQA) -> tuple:
     if isinstance(action, VideoQA):
         return ("video_qa", action.ids, _SPACES.sub(" ", action.query).strip().casefold())
     return ("get_caption", action.ids)
-
-
-def unique_calls(rollout: Rollout) -> int:
-    """How many different calls the tool served."""
-    return len({call_key(action) for action in rollout.served_calls})
 
 
 def split_turns(text: str) -> list[str]:
@@ -105,17 +86,13 @@ def split_turns(text: str) -> list[str]:
     return turns
 
 
-# GRPO samples many rollouts per question and their turns repeat, so parses are shared.
-_parse = lru_cache(maxsize=8192)(parse_turn)
-
-
 def judge_rollout(text: str, width: int) -> Rollout:
     """Split `text` into turns and judge each as the navigation environment would serve it."""
     judged: list[JudgedTurn] = []
     read_leaves: set[tuple[int, ...]] = set()
     answered = False
     for turn_text in split_turns(text):
-        parsed = _parse(turn_text)
+        parsed = parse_turn(turn_text)
         action = parsed.action
         if answered:
             judged.append(JudgedTurn(turn_text, parsed, False, "a turn after the answer"))
@@ -126,7 +103,21 @@ def judge_rollout(text: str, width: int) -> Rollout:
             judged.append(JudgedTurn(turn_text, parsed, True))
         else:
             judged.append(_judge_call(turn_text, parsed, action, width, read_leaves))
-    return Rollout(tuple(judged))
+    served, answers, tool_calls, invalid, ill_formed = [], [], 0, 0, 0
+    # One pass adds the turns up, so no component counts them again.
+    for turn in judged:
+        action = turn.parsed.action
+        if isinstance(action, Answer):
+            answers.append(action)
+        else:
+            tool_calls += 1
+            if turn.valid:
+                served.append(action)
+        invalid += not turn.valid
+        ill_formed += not turn.valid or bool(turn.parsed.problems)
+    return Rollout(turns=tuple(judged), served_calls=tuple(served),
+                   unique_calls=len({call_key(action) for action in served}), tool_calls=tool_calls,
+                   invalid_turns=invalid, ill_formed_turns=ill_formed, answers=tuple(answers))
 
 
 def _judge_call(text: str, parsed: Turn, action: GetCaption | VideoQA, width: int,
@@ -150,10 +141,9 @@ COUNT_KEYS = ("turns", "tool_calls", "served_calls", "unique_calls", "repeats", 
 
 def rollout_counts(rollout: Rollout) -> dict[str, int]:
     """How many turns, calls, repeats and invalid or ill-formed turns a rollout has, and whether it answered."""
-    served = rollout.served_calls
-    unique = unique_calls(rollout)
+    served, unique = rollout.served_calls, rollout.unique_calls
     video_qa = sum(isinstance(action, VideoQA) for action in served)
-    return {"turns": len(rollout.turns), "tool_calls": len(rollout.calls), "served_calls": len(served),
+    return {"turns": len(rollout.turns), "tool_calls": rollout.tool_calls, "served_calls": len(served),
             "unique_calls": unique, "repeats": len(served) - unique, "invalid_turns": rollout.invalid_turns,
             "ill_formed_turns": rollout.ill_formed_turns, "get_caption_calls": len(served) - video_qa,
             "video_qa_calls": video_qa, "answered": int(bool(rollout.answers))}

@@ -145,11 +145,21 @@ def _cached_spec(key: str) -> RewardSpec:
     return spec_from_dict(json.loads(key), "reward_kwargs")
 
 
+# The last kwargs seen and their spec: verl passes the same kwargs for every rollout of a run.
+_last: tuple[Any, RewardSpec | None] = (None, None)
+
+
 def spec_for_kwargs(reward_kwargs: Mapping[str, Any]) -> RewardSpec:
     """The spec verl's `reward_kwargs` carry (parsed once per distinct spec); the default preset when empty."""
+    global _last
     if not reward_kwargs:
         return default_spec()
-    return _cached_spec(json.dumps(_plain(reward_kwargs), sort_keys=True))
+    last_kwargs, last_spec = _last
+    if last_spec is not None and last_kwargs == reward_kwargs:
+        return last_spec
+    spec = _cached_spec(json.dumps(_plain(reward_kwargs), sort_keys=True))
+    _last = (_plain(reward_kwargs), spec)
+    return spec
 
 
 @lru_cache(maxsize=1)
@@ -158,3 +168,8 @@ def default_spec() -> RewardSpec:
     path = PRESET_DIR / "default.yaml"
     data = yaml.safe_load(path.read_text())
     return spec_from_dict(data, str(path))
+
+
+def preset_names() -> list[str]:
+    """The presets in configs/reward/."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))

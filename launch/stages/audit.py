@@ -1,0 +1,77 @@
+"""The audit stage: see what a reward teaches before spending GPU hours.
+
+`python -m launch audit reward=PRESET [reward.components.location.weight=...]` writes
+`audit/settings.json` (the chosen spec, fully resolved, and each preset in `audit.compare`) and runs
+`python -m rewards.audit`, which plays scripted policies through the navigation environment and
+writes a table, a plot and the scored rollouts into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from launch.compose import ConfigError, compose_config, to_container
+from launch.plan import FileSpec, Plan, Resources, Step
+from rewards.spec import RewardSpecError, spec_from_dict
+
+SETTINGS_FILE = "audit/settings.json"
+
+
+class AuditConfigError(ConfigError):
+    """The `audit` or `reward` settings are wrong; the message names the key."""
+
+
+def _spec(data: object, where: str) -> dict:
+    """A reward spec checked and fully resolved, or AuditConfigError naming the key."""
+    try:
+        return spec_from_dict(data, where).to_dict()
+    except RewardSpecError as error:
+        raise AuditConfigError(str(error)) from None
+
+
+def audit_specs(config: DictConfig) -> dict[str, dict]:
+    """The chosen spec and every preset in `audit.compare`, keyed by label; an overridden preset is `NAME*`."""
+    chosen = _spec(to_container(config)["reward"], "reward")
+    specs: dict[str, dict] = {}
+    compare = list(config.audit.compare or [])
+    for name in compare:
+        specs[name] = _spec(to_container(compose_config("audit", [f"reward={name}"], False).config)["reward"],
+                            f"audit.compare: reward={name}")
+    label = chosen["preset"]
+    if specs.get(label) != chosen:
+        label = f"{label}*" if label in specs else label
+        specs = {label: chosen, **specs}
+    return specs
+
+
+def audit_settings(config: DictConfig) -> dict:
+    """The resolved, checked settings the audit reads."""
+    section = OmegaConf.to_container(config.audit, resolve=True)
+    for key in ("questions", "max_turns", "limit"):
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AuditConfigError(f"audit.{key}={value!r}: expected a positive integer")
+    if (section["parquet"] is None) != (section["caption_dir"] is None):
+        raise AuditConfigError("audit.parquet and audit.caption_dir go together: set both or neither")
+    if section["parquet"] is not None:
+        for key, check in (("parquet", Path.is_file), ("caption_dir", Path.is_dir)):
+            path = Path(section[key]).expanduser().absolute()
+            if not check(path):
+                kind = "file" if key == "parquet" else "folder"
+                raise AuditConfigError(f"audit.{key}={section[key]}: no such {kind}")
+            section[key] = str(path)
+    section["specs"] = audit_specs(config)
+    del section["compare"]
+    return section
+
+
+def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The audit Plan for a composed config, to run in `run_dir`."""
+    settings = audit_settings(config)
+    files = [FileSpec(SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")]
+    main = Step("audit", [python, "-m", "rewards.audit", "--settings", SETTINGS_FILE, "--output", "audit"])
+    return Plan(stage="audit", run_dir=str(run_dir), main=main, files=files,
+                resources=Resources(nodes=1, gpus_per_node=0), outputs={"audit": str(run_dir / "audit")})
