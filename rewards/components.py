@@ -19,10 +19,11 @@ from tools.prompts import LETTERS
 
 # Which served calls count as visits for location: medium captions, low captions, video_qa questions.
 VISIT_KINDS = ("medium", "low", "video_qa")
-# An answer that is nothing but two or more letters joined by `or`, `and`, commas or slashes names several options.
-_LETTER_LIST = re.compile(r"^\W*[A-Z]\W*(?:(?:\b(?:or|and)\b|[,/&;]|\s)+\W*[A-Z]\W*)+$")
-_LONE_LETTER = re.compile(r"(?<![A-Za-z])[A-Z](?![A-Za-z])")
-_ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?answer\s*(?:is)?\s*[:\-]?\s*", re.IGNORECASE)
+# An answer whose words (after "the answer is") are only letters and these names several options: "A or B".
+_HEDGE_WORDS = frozenset({"or", "and", "option", "options"})
+_WORD = re.compile(r"[A-Za-z]+")
+# No two unbounded space runs touch, so a failed match backtracks in linear time.
+_ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?answer(?:\s+is)?(?:\s*[:\-]\s*|\s*)", re.IGNORECASE)
 _NOT_WORD = re.compile(r"[^\w]+")
 
 
@@ -31,9 +32,16 @@ def _normalise(text: str) -> str:
     return _NOT_WORD.sub(" ", text.casefold()).strip()
 
 
+def _names_several_letters(text: str) -> bool:
+    """Whether an answer lists two or more option letters and nothing else, e.g. `A or B`, `Answer: (A), (C)`."""
+    words = _WORD.findall(_ANSWER_PREFIX.sub("", text, count=1))
+    letters = {word for word in words if len(word) == 1 and word.isupper()}
+    return len(letters) > 1 and all(word in letters or word.lower() in _HEDGE_WORDS for word in words)
+
+
 def answer_option(text: str, options: Sequence[str]) -> str | None:
     """The option letter an answer names (`B`, `(B)`, `B.`, `B. the red car`, `Answer: B`, or an option's text)."""
-    if _LETTER_LIST.match(text) and len(set(_LONE_LETTER.findall(text))) > 1:
+    if _names_several_letters(text):
         return None
     letter = answer_letter(text)
     if letter is not None:

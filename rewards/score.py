@@ -45,5 +45,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
         question = read_question(ground_truth, extra_info)
     except RewardInputError as error:
         where = extra_info.get("index") if isinstance(extra_info, Mapping) else None
+        # A parquet row's index may be a numpy integer; the message shows the plain number.
+        where = where.item() if hasattr(where, "item") else where
         raise RewardInputError(f"data_source={data_source!r}, extra_info.index={where!r}: {error}") from None
     return score_rollout(spec, solution_str, question)

@@ -91,7 +91,7 @@ def _check_option(component: Component, key: str, value: Any, where: str) -> Any
             raise RewardSpecError(f"{where}.{key}={value!r}: expected a whole number")
         return int(value) if isinstance(default, int) else float(value)
     allowed = component.choices.get(key, ())
-    if not isinstance(value, list) or not all(item in allowed for item in value):
+    if not isinstance(value, (list, tuple)) or not all(item in allowed for item in value):
         raise RewardSpecError(f"{where}.{key}={value!r}: expected a list drawn from {list(allowed)}")
     return tuple(value)
 
@@ -157,7 +157,7 @@ def spec_for_kwargs(reward_kwargs: Mapping[str, Any]) -> RewardSpec:
     last_kwargs, last_spec = _last
     if last_spec is not None and last_kwargs == reward_kwargs:
         return last_spec
-    spec = _cached_spec(json.dumps(_plain(reward_kwargs), sort_keys=True))
+    spec = _cached_spec(json.dumps(_plain(reward_kwargs)))
     _last = (_plain(reward_kwargs), spec)
     return spec
 

@@ -39,7 +39,8 @@ _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 _QUOTE = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
 # After "the answer is" / "option" a letter may be followed by anything that is not a letter; bare, it
 # must end the text or be followed by punctuation, so "I think B" is not read as option I.
-_LETTER = re.compile(r"^\s*(?:(?:(?:the\s+)?(?:answer|option)\s*(?:is)?\s*[:\-]?\s*)"
+# No two unbounded space runs touch, so a failed match backtracks in linear time, not cubic.
+_LETTER = re.compile(r"^\s*(?:(?:(?:the\s+)?(?:answer|option)(?:\s+is)?(?:\s*[:\-]\s*|\s*))"
                      r"[(\[]?((?-i:[A-Z]))[)\]]?(?![A-Za-z])"
                      r"|[(\[]?((?-i:[A-Z]))[)\]]?(?=\s*$|[.,:;)\]]))", re.IGNORECASE)
 

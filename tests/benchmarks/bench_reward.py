@@ -7,9 +7,10 @@ caption observations. Compared in the same run, over all rollouts, best of `--re
 - baseline: the paper's published reward written plainly (regex findall of the calls,
   `ast.literal_eval` of the ids, its own id-to-time arithmetic, the overlap of every visit with
   every clue summed, exact string compare of the answer);
-- ours: `rewards.score.compute_score` with the `paper` and the `default` presets, cold (the turn
-  parse and spec caches cleared before each pass) and warm (caches filled by an earlier pass over
-  the same texts, an upper bound: in training only identical turns hit the parse cache).
+- ours: `rewards.score.compute_score` with the `paper` and the `default` presets, cold (the call
+  parse and spec caches cleared before each pass, as in a fresh reward worker) and warm (caches
+  filled by an earlier pass over the same texts; in training the call cache stays warm across steps,
+  since call texts repeat while whole turns, with their sampled thoughts, do not).
 Printed: rollouts per second, the wall time of one step, the ratios ours/baseline (goal >= 1) and
 how often the baseline and our `paper` preset agree where the baseline is correct (no repeated or
 overlapping visits, a plain-letter answer). No timed assertions.
@@ -259,7 +260,7 @@ def main() -> None:
     specs = {name: preset_spec(name) for name in ("paper", "default")}
     passes = {"baseline": (score_all(None), False)}
     for name, spec in specs.items():
-        # Each warm pass follows the cold pass of the same preset, whose parses it finds in the cache.
+        # Each warm pass follows the cold pass of the same preset, whose parsed calls it finds in the cache.
         passes[f"{name} cold"] = (score_all(spec), True)
         passes[f"{name} warm"] = (score_all(spec), False)
     best = best_passes(passes, args.repeat)
@@ -268,8 +269,8 @@ def main() -> None:
     for label, seconds in best.items():
         print(f"  ours {label:22s} {n / seconds:9,.0f} rollouts/s  {seconds * 1e3:7.1f} ms per step"
               f"   ratio ours/baseline {baseline / seconds:5.2f}x (goal >= 1)")
-    print("  the cold ratio is the one training sees (no two sampled turns are alike); warm re-scores the same "
-          "texts, every turn a cache hit")
+    print("  cold: a fresh worker, every cache empty; warm: the call parse cache filled, as after the first "
+          "steps of training")
 
     # A larger sample than one step, so that enough rollouts avoid every flaw of the baseline.
     sample = make_step(n * 8)
