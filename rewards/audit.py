@@ -23,7 +23,7 @@ from pathlib import Path
 from rewards.audit_questions import parquet_questions, synthetic_questions
 from rewards.audit_report import plot_scores, write_table
 from rewards.policies import POLICIES, AuditQuestion
-from rewards.question import read_question
+from rewards.question import Question, read_question
 from rewards.rollout import decoded_rollout
 from rewards.score import score_rollout
 from rewards.spec import RewardSpec, spec_from_dict
@@ -88,24 +88,22 @@ def without_repeats(played: Played) -> Played:
     return Played(played.policy, played.question, tuple(steps))
 
 
-def score_all(played: list[Played], questions: list[AuditQuestion], spec: RewardSpec) -> list[dict]:
+def score_all(played: list[Played], facts: list[Question], spec: RewardSpec) -> list[dict]:
     """The score dict of every played rollout under `spec`."""
-    facts = [read_question(q.letter, q.extra_info(i)) for i, q in enumerate(questions)]
     return [score_rollout(spec, p.text, facts[p.question]) for p in played]
 
 
 def run_checks(label: str, spec: RewardSpec, played: list[Played], scores: list[dict],
-               questions: list[AuditQuestion]) -> list[Check]:
+               facts: list[Question]) -> list[Check]:
     """What `spec` must never teach, checked on the played rollouts."""
     by = {(p.policy, p.question): s for p, s in zip(played, scores, strict=True)}
-    indices = range(len(questions))
+    indices = range(len(facts))
     low, high = spec.bounds()
     checks = []
     pairs = (("oracle", "perfect_nav_wrong"), ("guess_right", "guess_wrong"))
     losers = [f"q{i}: {right} {by[right, i]['score']:.3f} <= {wrong} {by[wrong, i]['score']:.3f}"
               for right, wrong in pairs for i in indices if by[right, i]["score"] <= by[wrong, i]["score"]]
     checks.append(Check("right answer beats wrong at equal navigation", label, not losers, "; ".join(losers[:3])))
-    facts = [read_question(q.letter, q.extra_info(i)) for i, q in enumerate(questions)]
     raised = []
     for p, s in zip(played, scores, strict=True):
         if p.policy == "repeat_spammer":
@@ -155,13 +153,15 @@ def audit(settings: dict, output: Path) -> tuple[dict, list[Check]]:
     if not questions:
         raise SystemExit("[audit] no question with clue intervals to play")
     played = play_all(questions, caption_dir, int(settings["max_turns"]), int(settings["seed"]))
+    # What the reward reads of each question, read once for every spec.
+    facts = [read_question(q.letter, q.extra_info(i)) for i, q in enumerate(questions)]
     results: dict = {"questions": len(questions), "max_turns": settings["max_turns"], "specs": {}}
     checks: list[Check] = []
     with open(output / "rollouts.jsonl", "w") as rollouts:
         for label, spec_data in settings["specs"].items():
             spec = spec_from_dict(spec_data, f"specs.{label}")
-            scores = score_all(played, questions, spec)
-            checks += run_checks(label, spec, played, scores, questions)
+            scores = score_all(played, facts, spec)
+            checks += run_checks(label, spec, played, scores, facts)
             results["specs"][label] = {"spec": spec.to_dict(), "bounds": list(spec.bounds()),
                                        "policies": summarise(played, scores)}
             for p, s in zip(played, scores, strict=True):

@@ -12,8 +12,9 @@ import json
 import random
 from pathlib import Path
 
+from rewards.intervals import overlaps
 from rewards.policies import AuditQuestion
-from rewards.question import RewardInputError, read_question
+from rewards.question import RewardInputError, plain_data, read_question
 from tools import geometry
 from tools.caption_tree import caption_path, tree_data
 from tools.prompts import LETTERS
@@ -47,24 +48,13 @@ def synthetic_questions(count: int, seed: int, caption_dir: Path) -> list[AuditQ
         rng.shuffle(options)
 
         def caption_for(segment: geometry.Segment, clues=clues, target=target) -> str:
-            near = any(min(end, segment.end) > max(start, segment.start) for start, end in clues)
+            near = overlaps(segment.start, segment.end, clues)
             return f"{target} appears on screen." if near else "people walk through a street."
 
         uid = f"audit_{seed}_{index:04d}"
         caption_path(caption_dir, uid).write_text(json.dumps(tree_data(width, duration, caption_for)))
         questions.append(AuditQuestion(uid, duration, width, clues, tuple(options), LETTERS[options.index(target)]))
     return questions
-
-
-def _plain(value: object) -> object:
-    """Parquet values (numpy arrays, numpy scalars, nested) as Python lists, dicts and numbers."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if hasattr(value, "tolist"):
-        return _plain(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
 
 
 def parquet_questions(path: Path, limit: int) -> tuple[list[AuditQuestion], int]:
@@ -80,7 +70,7 @@ def parquet_questions(path: Path, limit: int) -> tuple[list[AuditQuestion], int]
     for row_number, row in enumerate(frame.itertuples(index=False)):
         if len(questions) >= limit:
             break
-        extra, reward_model = _plain(row.extra_info), _plain(row.reward_model)
+        extra, reward_model = plain_data(row.extra_info), plain_data(row.reward_model)
         where = f"{path} row {row_number}"
         if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
             raise RewardInputError(f"{where}: reward_model must hold ground_truth, got {reward_model!r}")

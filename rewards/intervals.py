@@ -45,6 +45,11 @@ def overlap_length(first: list[Interval], second: list[Interval]) -> float:
     return total
 
 
+def overlaps(start: float, end: float, intervals: Iterable[Interval]) -> bool:
+    """Whether [start, end] shares a stretch of positive length with any of `intervals`."""
+    return any(min(end, other_end) > max(start, other_start) for other_start, other_end in intervals)
+
+
 def f1_of_overlap(visited: list[Interval], clues: list[Interval]) -> tuple[float, float, float]:
     """(coverage, precision, F1) of disjoint visited intervals against disjoint clue intervals, each in [0, 1]."""
     shared = overlap_length(visited, clues)

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rewards.intervals import Interval, merge
+from rewards.intervals import Interval, merge, overlaps
 from tools import geometry
 from tools.actions import GetCaption
 from tools.prompts import LETTERS
@@ -79,7 +79,7 @@ def clue_leaves(question: AuditQuestion) -> list[tuple[int, ...]]:
     clues = merge(question.clues)
     leaves = []
     for segment in geometry.segments(question.width, question.duration, levels=(3,)):
-        if any(min(end, segment.end) > max(start, segment.start) for start, end in clues):
+        if overlaps(segment.start, segment.end, clues):
             leaves.append(segment.ids)
     return leaves
 

@@ -1,7 +1,7 @@
 """What the reward knows about one question: its ground-truth letter, options, tree geometry and clues.
 
 Read from verl's `ground_truth` and `extra_info` (field names fixed in DESIGN §4). Rows from a
-parquet file arrive with numpy arrays where the JSON had lists, so every list field is converted.
+parquet file arrive with numpy arrays where the JSON had lists, so `extra_info` is made plain first.
 Bad data raises RewardInputError naming the field: a question never silently scores zero.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any
 
 from rewards.intervals import Interval, merge
 from tools.prompts import LETTERS
@@ -39,10 +41,14 @@ class Question:
         return None if self.clues is None else merge(self.clues, gap)
 
 
-def _plain(value: object) -> object:
-    """`value` with numpy arrays and scalars turned into Python lists and numbers."""
+def plain_data(value: Any) -> Any:
+    """`value` as plain Python: numpy arrays and scalars, and mappings and sequences (OmegaConf's too), nested."""
     if hasattr(value, "tolist"):
-        return value.tolist()
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(key): plain_data(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain_data(item) for item in value]
     return value
 
 
@@ -60,7 +66,7 @@ def _ground_truth_letter(ground_truth: object, options: tuple[str, ...]) -> str:
 
 def _options(extra_info: dict) -> tuple[str, ...]:
     """extra_info.options as a tuple of strings (empty when absent)."""
-    options = _plain(extra_info.get("options"))
+    options = extra_info.get("options")
     if options is None:
         return ()
     if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
@@ -70,14 +76,13 @@ def _options(extra_info: dict) -> tuple[str, ...]:
 
 def _clues(extra_info: dict, duration: float) -> tuple[Interval, ...] | None:
     """extra_info.clue_intervals clipped to [0, duration]; None when absent or empty (no location term)."""
-    raw = _plain(extra_info.get("clue_intervals"))
+    raw = extra_info.get("clue_intervals")
     if raw is None or (isinstance(raw, list) and not raw):
         return None
     if not isinstance(raw, list):
         raise RewardInputError(f"extra_info.clue_intervals={raw!r}: expected a list of [start, end] seconds")
     clues = []
     for position, interval in enumerate(raw):
-        interval = _plain(interval)
         if (not isinstance(interval, (list, tuple)) or len(interval) != 2
                 or not all(isinstance(t, Real) and not isinstance(t, bool) and math.isfinite(t) for t in interval)
                 or interval[0] > interval[1]):
@@ -96,7 +101,7 @@ def read_question(ground_truth: object, extra_info: object) -> Question:
     if not isinstance(extra_info, dict):
         raise RewardInputError(f"extra_info must be a mapping with video_uid, duration and width, got "
                                f"{type(extra_info).__name__}")
-    extra_info = {key: _plain(value) for key, value in extra_info.items()}
+    extra_info = plain_data(extra_info)
     try:
         fields = QuestionFields.from_extra_info(extra_info)
     except ValueError as error:

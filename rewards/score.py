@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.question import Question, RewardInputError, read_question
+from rewards.question import Question, RewardInputError, plain_data, read_question
 from rewards.rollout import judge_rollout, rollout_counts
 from rewards.spec import RewardSpec, spec_for_kwargs
 
@@ -44,8 +44,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     try:
         question = read_question(ground_truth, extra_info)
     except RewardInputError as error:
-        where = extra_info.get("index") if isinstance(extra_info, Mapping) else None
         # A parquet row's index may be a numpy integer; the message shows the plain number.
-        where = where.item() if hasattr(where, "item") else where
+        where = plain_data(extra_info.get("index")) if isinstance(extra_info, Mapping) else None
         raise RewardInputError(f"data_source={data_source!r}, extra_info.index={where!r}: {error}") from None
     return score_rollout(spec, solution_str, question)

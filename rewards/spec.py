@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from rewards import components  # noqa: F401 (registers the components)
+from rewards.question import plain_data
 from rewards.registry import COMPONENTS, Component
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "reward"
@@ -64,17 +65,8 @@ class RewardSpec:
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved spec, as `reward_kwargs` carries it."""
         return {"preset": self.preset,
-                "components": {t.name: {"weight": t.weight, **_plain(t.options)} for t in self.terms},
+                "components": {t.name: {"weight": t.weight, **plain_data(t.options)} for t in self.terms},
                 "no_clue_components": None if self.no_clue_components is None else list(self.no_clue_components)}
-
-
-def _plain(value: Any) -> Any:
-    """Mappings and sequences (OmegaConf's included) as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _is_number(value: Any) -> bool:
@@ -119,7 +111,7 @@ def _term(name: str, settings: Any, where: str) -> Term:
 
 def spec_from_dict(data: Any, where: str = "reward") -> RewardSpec:
     """A checked RewardSpec from a mapping such as the composed `reward` config or verl's `reward_kwargs`."""
-    data = _plain(data)
+    data = plain_data(data)
     if not isinstance(data, dict):
         raise RewardSpecError(f"{where}: expected a mapping with {', '.join(SPEC_KEYS)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SPEC_KEYS))
@@ -157,8 +149,9 @@ def spec_for_kwargs(reward_kwargs: Mapping[str, Any]) -> RewardSpec:
     last_kwargs, last_spec = _last
     if last_spec is not None and last_kwargs == reward_kwargs:
         return last_spec
-    spec = _cached_spec(json.dumps(_plain(reward_kwargs)))
-    _last = (_plain(reward_kwargs), spec)
+    plain = plain_data(reward_kwargs)
+    spec = _cached_spec(json.dumps(plain))
+    _last = (plain, spec)
     return spec
 
 
