@@ -21,6 +21,8 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
 
 # What `python -m launch ... --dry-run` must never import: the training stack and the tools' heavy parts.
 HEAVY_MODULES = ("torch", "transformers", "llamafactory", "verl", "deepspeed", "av", "openai")
+# The turn budget of recipe=tiny, stated in the demo SFT file's system prompt.
+DEMO_MAX_TURNS = 15
 
 
 def dry_run_in_fresh_interpreter(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, list[str]]:
@@ -41,16 +43,27 @@ def dry_run_in_fresh_interpreter(argv: list[str], env: dict[str, str] | None = N
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache dir holding the tiny model and the demo trajectories; LONGVIDEO_R1_CACHE points at it."""
-    from tools import demo_trajectories, tiny_model
+    """A cache dir holding the tiny model, the demo world and its SFT file; LONGVIDEO_R1_CACHE points at it."""
+    from tools import demo_world, tiny_model
+    from tools.sft_data import build, demo_settings
 
     cache = tmp_path_factory.mktemp("cache")
     tiny_model.build(cache / "models" / "tiny-qwen3")
-    demo_trajectories.write(cache / "demo" / "sft_demo.json", demo_trajectories.generate())
+    world = demo_world.ensure(cache / "demo" / "world")
+    # The file recipe=tiny trains on (its default role and turn budget), so its build step is skipped.
+    build(demo_settings(world, "user", DEMO_MAX_TURNS), cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}")
     os.environ["LONGVIDEO_R1_CACHE"] = str(cache)
     # LLaMA-Factory's tokenized-dataset cache goes here too, never into the user's ~/.cache.
     os.environ["HF_DATASETS_CACHE"] = str(cache / "hf_datasets")
     return cache
+
+
+def demo_samples(cache: Path, observation_role: str, count: int | None = None) -> list[dict]:
+    """The first `count` sharegpt samples of the cached demo world, with observations in `observation_role`."""
+    from tools.sft_data import demo_settings, our_samples
+
+    settings = demo_settings(cache / "demo" / "world", observation_role, DEMO_MAX_TURNS)
+    return [item[0] for item in our_samples(settings)][:count]
 
 
 @pytest.fixture

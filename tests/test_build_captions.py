@@ -22,9 +22,9 @@ from launch.compose import compose_config
 from launch.stages.captions import captions_settings
 from tests.conftest import dry_run_in_fresh_interpreter, launch
 from tests.fake_vlm import FakeVLM
-from tests.video_fixtures import decode_frame_index, encode_test_video
 from tools import build_captions, geometry
 from tools.caption_tree import load_caption_tree
+from tools.synthetic_video import decode_frame_index, encode_test_video
 
 FPS = 8
 DURATIONS = {"a": 8.0, "b": 12.0}

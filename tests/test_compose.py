@@ -103,7 +103,7 @@ def test_cache_interpolation_follows_the_environment(private_cache: Path) -> Non
     """tiny's model and dataset paths resolve under $LONGVIDEO_R1_CACHE."""
     config = to_container(compose_sft("recipe=tiny").config)
     assert config["model"]["path"] == f"{private_cache}/models/tiny-qwen3"
-    assert config["sft"]["dataset"]["path"] == f"{private_cache}/demo/sft_demo.json"
+    assert config["sft"]["dataset"]["path"] == f"{private_cache}/demo/sft-user-t15/sft.json"
 
 
 @pytest.mark.parametrize("overrides", [["recipe=nope"], []], ids=["unknown", "missing"])

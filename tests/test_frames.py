@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.video_fixtures import decode_frame_index, encode_test_video, frame_index_at
 from tools import frames
 from tools.frames import FrameError, leaf_timestamps, read_frames, scale_to_max_side, to_jpeg_data_url
+from tools.synthetic_video import decode_frame_index, encode_test_video, frame_index_at
 
 FPS = 8
 

@@ -13,10 +13,10 @@ from PIL import Image
 
 from tests.fake_vlm import FakeVLM
 from tests.tool_world import DURATION, FPS, VIDEO_UID, WIDTH, build_world, extra_info, turn, write_tree
-from tests.video_fixtures import decode_frame_index
 from tools import frames, geometry, prompts
 from tools.actions import TURN_TAGS
 from tools.navigation import NavigationEnv
+from tools.synthetic_video import decode_frame_index
 
 
 @pytest.fixture

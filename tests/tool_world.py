@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.fake_vlm import FakeVLM
-from tests.video_fixtures import encode_test_video
 from tools import geometry
 from tools.caption_tree import tree_data
+from tools.synthetic_video import encode_test_video
 from tools.tool_settings import ToolSettings, settings_from_dict
 
 VIDEO_UID = "clip"

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import av
 from tqdm import tqdm
 
 from launch.stages.captions import CaptionsConfigError, check_settings
@@ -176,23 +175,6 @@ def clean_caption(reply: str) -> str:
     return caption
 
 
-def probe_duration(path: Path) -> float:
-    """The duration in seconds of the video stream of `path`; FrameError if it cannot be read."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise frames.FrameError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            # The video stream's own duration; the container's (all streams) when the stream has none.
-            duration = float(stream.duration * stream.time_base) if stream.duration else (
-                (container.duration or 0) / av.time_base)
-    except (av.FFmpegError, OSError) as error:
-        raise frames.FrameError(f"{path}: cannot open as a video: {error}") from None
-    if not duration > 0:
-        raise frames.FrameError(f"{path}: the video reports no duration")
-    return duration
-
-
 def find_videos(settings: CaptionSettings) -> dict[str, list[Path]]:
     """The video files of `video_dir` by video_uid (the file name without its extension), in name order."""
     found: dict[str, list[Path]] = {}
@@ -204,7 +186,7 @@ def find_videos(settings: CaptionSettings) -> dict[str, list[Path]]:
 
 def prepare(uid: str, path: Path, settings: CaptionSettings) -> VideoJob:
     """A VideoJob for one video: its duration, width and subtitles (FrameError, SubtitleError)."""
-    duration = probe_duration(path)
+    duration = frames.probe_duration(path)
     width = geometry.width_for_duration(duration, settings.min_width, settings.max_width)
     srt = settings.subtitle_dir / f"{uid}.srt" if settings.subtitle_dir else None
     job = VideoJob(uid, path, duration, width, read_srt(srt) if srt is not None and srt.is_file() else [])

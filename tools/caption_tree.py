@@ -32,6 +32,8 @@ class CaptionTree:
     levels: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
     frame_times: tuple[tuple[tuple[float, ...], ...], ...]
     summary: tuple[str, ...] = ()
+    # The video's duration in seconds when the file records it (files built by the captions stage do).
+    duration: float | None = None
 
     def caption(self, ids: tuple[int, ...]) -> str:
         """The caption of segment `ids` (1 to 3 numbers); GeometryError if they are out of range."""
@@ -100,7 +102,12 @@ def parse_caption_tree(data: object, source: str) -> CaptionTree:
         parsed = [_node(source, level, i, node, levels) for i, node in enumerate(nodes)]
         texts.append(tuple(caption for caption, _ in parsed))
         times.append(tuple(frame_time for _, frame_time in parsed))
-    return CaptionTree(source, width, tuple(texts), tuple(times), summary)
+    duration = data.get("duration")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not duration > 0):
+        raise CaptionTreeError(f"{source}: 'duration' must be a positive number of seconds, got {duration!r}")
+    return CaptionTree(source, width, tuple(texts), tuple(times), summary,
+                       None if duration is None else float(duration))
 
 
 def load_caption_tree(path: str | Path) -> CaptionTree:

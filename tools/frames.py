@@ -176,3 +176,20 @@ def read_frames(video_path: Path | str, timestamps: Sequence[float], max_side: i
             image = scale_to_max_side(decoded.to_image(), max_side)
             frames[position] = Frame(requested=requested, time=float(cursor.seconds(decoded)), image=image)
     return [frame for frame in frames if frame is not None]
+
+
+def probe_duration(path: Path) -> float:
+    """The duration in seconds of the video stream of `path`; FrameError if it cannot be read."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            # The video stream's own duration; the container's (all streams) when the stream has none.
+            duration = float(stream.duration * stream.time_base) if stream.duration else (
+                (container.duration or 0) / av.time_base)
+    except (av.FFmpegError, OSError) as error:
+        raise FrameError(f"{path}: cannot open as a video: {error}") from None
+    if not duration > 0:
+        raise FrameError(f"{path}: the video reports no duration")
+    return duration

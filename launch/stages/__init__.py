@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from launch.plan import Plan
-from launch.stages import audit, captions, sft
+from launch.stages import audit, captions, datasets, sft
 
 # build_plan(config, run_dir, run_name, python) -> Plan
 PlanBuilder = Callable[[DictConfig, Path, str, str], Plan]
@@ -45,3 +45,7 @@ register(Stage("captions", "build caption trees for a folder of videos through a
 register(Stage("audit", "score scripted policies with reward presets: a table and a plot of what each reward teaches",
                audit.build_plan, needs_recipe=False,
                run_group=lambda config, recipe: str(config.reward.preset)))
+register(Stage("sft_data", "build the SFT file (LLaMA-Factory sharegpt) from our trajectories or the released file",
+               datasets.build_sft_data_plan, run_group=lambda config, recipe: str(config.sft_data.dataset)))
+register(Stage("rl_data", "build the RL parquet (train and validation, split by video) from benchmark annotations",
+               datasets.build_rl_data_plan, run_group=lambda config, recipe: str(config.rl_data.dataset)))

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from launch.compose import CONFIG_DIR
 from launch.plan import FileSpec, Plan, Resources, Step
 from launch.stages.sft_config import SFTConfig, SFTConfigError, check_sft_config
+from tools.sft_format import DATASET_NAME, dataset_info
 
-DATASET_NAME = "longvideo_r1_trajectories"
 LF_DIR = "llamafactory"
 TRAIN_YAML = f"{LF_DIR}/train.yaml"
 EXPORT_YAML = f"{LF_DIR}/export.yaml"
@@ -33,25 +33,6 @@ def local_path(path: str) -> str:
     if path.startswith(("/", "~", ".")) or (os.sep in path and Path(path).expanduser().exists()):
         return str(Path(path).expanduser().absolute())
     return path
-
-
-def dataset_info(dataset_path: str) -> dict:
-    """LLaMA-Factory's `dataset_info.json` entry for our sharegpt trajectory file."""
-    return {
-        DATASET_NAME: {
-            "file_name": dataset_path,
-            "formatting": "sharegpt",
-            "columns": {"messages": "messages"},
-            "tags": {
-                "role_tag": "from",
-                "content_tag": "value",
-                "user_tag": "human",
-                "assistant_tag": "gpt",
-                "observation_tag": "observation",
-                "system_tag": "system",
-            },
-        }
-    }
 
 
 def report_settings(sft: SFTConfig, config: DictConfig) -> tuple[str, dict[str, str]]:
@@ -172,7 +153,10 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
         before.append(Step("build_model", [python, "-m", "tools.tiny_model", "--output", model_path],
                            skip_if_exists=f"{model_path}/config.json"))
     if sft.dataset.build:
-        before.append(Step("build_dataset", [python, "-m", "tools.demo_trajectories", "--output", dataset_path,
+        # The demo world is shared by every rendering; the SFT file depends on the role and the turn budget.
+        world = str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
+        before.append(Step("build_dataset", [python, "-m", "tools.demo_world", "--output", world,
+                                             "--sft-output", str(Path(dataset_path).parent),
                                              "--observation-role", chat.observation_role,
                                              "--max-turns", str(config.agent.max_turns)],
                            skip_if_exists=dataset_path))

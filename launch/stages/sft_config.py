@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # OmegaConf's structured configs read typing.Optional, not `X | None`.
 from typing import Any, Optional
@@ -17,6 +18,8 @@ DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
 PRECISIONS = ("bf16", "fp16", "fp32")
 REPORT_TO = ("auto", "wandb", "offline", "none")
 DATASET_BUILDERS = ("demo",)
+# The file the demo builder writes into the folder of sft.dataset.path.
+SFT_FILE = "sft.json"
 MODEL_BUILDERS = ("tiny_qwen3",)
 OBSERVATION_ROLES = ("user", "tool")
 # LLaMA-Factory arguments our recipes must never set through `extra_args`, and why.
@@ -108,11 +111,18 @@ def _typed(schema: type, node: DictConfig, section: str) -> Any:
         raise SFTConfigError(f"invalid `{section}` config: {error}") from None
 
 
+def check_chat_config(config: DictConfig) -> ChatConfig:
+    """Type-check the recipe's `chat` section, which SFT, the dataset builders and RL all read."""
+    chat: ChatConfig = _typed(ChatConfig, config.chat, "chat")
+    _choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
+    return chat
+
+
 def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatConfig]:
     """Type- and range-check the sections the SFT stage reads; errors name the key."""
     sft: SFTConfig = _typed(SFTConfig, config.sft, "sft")
     model: ModelConfig = _typed(ModelConfig, config.model, "model")
-    chat: ChatConfig = _typed(ChatConfig, config.chat, "chat")
+    chat = check_chat_config(config)
     _choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES)
     if sft.deepspeed is not None:
         _choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS)
@@ -120,9 +130,11 @@ def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatCo
     _choice("sft", "report_to", sft.report_to, REPORT_TO)
     if sft.dataset.build is not None:
         _choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS)
+        if Path(sft.dataset.path).name != SFT_FILE:
+            raise SFTConfigError(f"sft.dataset.path={sft.dataset.path}: the demo builder writes {SFT_FILE} into a "
+                                 f"folder, so the path must end in /{SFT_FILE}")
     if model.build is not None:
         _choice("model", "build", model.build, MODEL_BUILDERS)
-    _choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
     for key in ("cutoff_len", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "logging_steps", "save_steps"):
         _positive("sft", key, getattr(sft, key))

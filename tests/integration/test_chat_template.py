@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tools import demo_trajectories
+from tests.conftest import demo_samples
 from tools.chat_template import install, jinja_template
 
 pytestmark = pytest.mark.slow
 
-RECORD_USER, RECORD_TOOL = (demo_trajectories.generate(1, observation_role=role)[0] for role in ("user", "tool"))
 # sharegpt `from` -> the chat role apply_chat_template takes, and the role LLaMA-Factory's template encodes.
 CHAT_ROLES = {"system": "system", "human": "user", "gpt": "assistant", "observation": "tool"}
 LF_ROLES = {"human": "user", "gpt": "assistant", "observation": "observation"}
@@ -33,6 +32,18 @@ def installed(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory, templa
     (model_dir / "chat_template.jinja").write_text(FOREIGN_TEMPLATE)
     install(model_dir, template)
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def record_user(tiny_cache: Path) -> dict:
+    """One demo trajectory with its observations as user turns."""
+    return demo_samples(tiny_cache, "user", 1)[0]
+
+
+@pytest.fixture(scope="module", params=["user", "tool"])
+def record(request: pytest.FixtureRequest, tiny_cache: Path) -> dict:
+    """One demo trajectory with its observations in the param's role."""
+    return demo_samples(tiny_cache, request.param, 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +94,11 @@ def rollout_ids(tokenizer, messages: list[dict]) -> list[int]:
     return ids
 
 
-def test_rollout_ids_equal_the_chat_template(tokenizer) -> None:
+def test_rollout_ids_equal_the_chat_template(tokenizer, record_user: dict) -> None:
     """apply_chat_template of a whole trajectory gives exactly the ids the RL rollout builds turn by turn."""
-    messages = chat(RECORD_USER)
-    assert [m["role"] for m in messages] == ["system", "user"] + ["assistant", "user"] * 3 + ["assistant"]
+    messages = chat(record_user)
+    calls = len(messages) // 2 - 1
+    assert [m["role"] for m in messages] == ["system", "user"] + ["assistant", "user"] * calls + ["assistant"]
     assert tokenizer.apply_chat_template(messages, return_dict=False) == rollout_ids(tokenizer, messages)
     # verl-tool derives its observation separator from the checkpoint's template (mtrl_role=user) this way.
     probe = [{"role": "system", "content": "{obs}"}]
@@ -94,16 +106,15 @@ def test_rollout_ids_equal_the_chat_template(tokenizer) -> None:
     assert separator.replace("system", "user") == "\n<|im_start|>user\n{obs}<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.mark.parametrize("record", [RECORD_USER, RECORD_TOOL], ids=["user", "tool"])
 def test_llamafactory_encodes_the_same_ids(tokenizer, lf_tokenizer, record: dict) -> None:
     """LLaMA-Factory's qwen3_nothink encoding of a trajectory equals apply_chat_template's, in either role."""
     expected = llamafactory_ids(lf_tokenizer, "qwen3_nothink", record)
     assert tokenizer.apply_chat_template(chat(record), return_dict=False) == expected
 
 
-def test_earlier_think_content_survives(tokenizer) -> None:
+def test_earlier_think_content_survives(tokenizer, record_user: dict) -> None:
     """The <think> content of earlier assistant turns is rendered verbatim, and no empty think block is added."""
-    messages = chat(RECORD_USER)
+    messages = chat(record_user)
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     assistant = [m["content"] for m in messages if m["role"] == "assistant"]
     for content in assistant[:-1]:
@@ -114,18 +125,18 @@ def test_earlier_think_content_survives(tokenizer) -> None:
     assert "<think>\n\n</think>" not in text
 
 
-def test_qwen_variant_inserts_default_system(qwen_tokenizer, lf_tokenizer) -> None:
+def test_qwen_variant_inserts_default_system(qwen_tokenizer, lf_tokenizer, record_user: dict) -> None:
     """The `qwen` variant adds LLaMA-Factory's default system prompt only when the trajectory has none."""
     from llamafactory.data.template import TEMPLATES
 
     default = TEMPLATES["qwen"].default_system
-    without_system = {"messages": RECORD_USER["messages"][1:]}
+    without_system = {"messages": record_user["messages"][1:]}
     text = qwen_tokenizer.apply_chat_template(chat(without_system), tokenize=False)
     assert text.startswith("<|im_start|>system\n" + default + "<|im_end|>\n<|im_start|>user\nQuestion:")
     ids = qwen_tokenizer.apply_chat_template(chat(without_system), return_dict=False)
     assert ids == llamafactory_ids(lf_tokenizer, "qwen", without_system)
     # A trajectory's own system prompt replaces the default.
-    assert default not in qwen_tokenizer.apply_chat_template(chat(RECORD_USER), tokenize=False)
+    assert default not in qwen_tokenizer.apply_chat_template(chat(record_user), tokenize=False)
 
 
 def test_unsupported_template_is_rejected() -> None:

@@ -10,6 +10,7 @@ import pytest
 from launch.compose import compose_config, recipe_names
 from launch.stages import sft
 from launch.validate_sft import TrainArgsError, check_train_args
+from tests.conftest import DEMO_MAX_TURNS
 
 
 def render(recipe: str, tmp_path: Path, dataset: Path, *overrides: str) -> dict:
@@ -24,7 +25,7 @@ def render(recipe: str, tmp_path: Path, dataset: Path, *overrides: str) -> dict:
 @pytest.mark.parametrize("recipe", recipe_names())
 def test_recipe_passes_llamafactory_parser(recipe: str, tiny_cache: Path, tmp_path: Path) -> None:
     """The recipe renders arguments that LLaMA-Factory's get_train_args accepts."""
-    args = render(recipe, tmp_path, tiny_cache / "demo" / "sft_demo.json")
+    args = render(recipe, tmp_path, tiny_cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}" / "sft.json")
     check_train_args(args, recipe)
     assert args["stage"] == "sft" and "mask_history" not in args
 
@@ -43,7 +44,7 @@ def test_recipe_passes_llamafactory_parser(recipe: str, tiny_cache: Path, tmp_pa
 )
 def test_invalid_arguments_are_named(change: dict, message: str, tiny_cache: Path, tmp_path: Path) -> None:
     """An invalid argument fails validation with a message that names it."""
-    args = {**render("tiny", tmp_path, tiny_cache / "demo" / "sft_demo.json"), **change}
+    args = {**render("tiny", tmp_path, tiny_cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}" / "sft.json"), **change}
     with pytest.raises(TrainArgsError, match=message):
         check_train_args(args, "case")
 

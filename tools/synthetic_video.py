@@ -1,4 +1,4 @@
-"""Real MP4 files for tests: every frame shows its own index as a grid of black and white blocks.
+"""Real MP4 files for the demo set and the tests: every frame shows its own index as a grid of blocks.
 
 The index is written as 12 bits, one per block of a 4 x 3 grid that covers the whole frame, so it
 survives video compression, JPEG compression and downscaling; `decode_frame_index` reads it back
