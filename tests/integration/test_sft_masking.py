@@ -11,7 +11,7 @@ import pytest
 
 from launch.compose import compose_config
 from launch.stages.sft import LF_DIR, train_args
-from tests.conftest import demo_samples
+from tests.conftest import DEMO_MAX_TURNS, demo_samples
 from tools.sft_format import dataset_info
 
 pytestmark = pytest.mark.slow
@@ -152,3 +152,68 @@ def test_observations_are_masked_in_their_role(encoded: Encoded) -> None:
         assert masked[1:] == ["<|im_start|>user\n" + value + "<|im_end|>\n<|im_start|>assistant\n"
                               for value in observations]
         assert len(observations) == len(masked) - 1 >= 3
+
+
+def verl_tool_separator(tokenizer, chat_template: str, role: str) -> str:
+    """verl-tool's multi-turn separator (`mtrl_sep` left null), derived from the checkpoint's template as it does."""
+    probe = tokenizer.apply_chat_template([{"role": "system", "content": "{obs}"}], chat_template=chat_template,
+                                          tokenize=False, add_generation_prompt=True)
+    return ("<|im_end|>" + "\n" + probe).replace("system", role)
+
+
+def rollout_ids(tokenizer, chat_template: str, prompt: list[dict], exchanges: list[tuple[str, str | None]],
+                separator: str) -> list[int]:
+    """The ids verl-tool's rollout holds: the parquet prompt, then each action and its observation in `separator`."""
+    ids = tokenizer.apply_chat_template(prompt, chat_template=chat_template, add_generation_prompt=True,
+                                        return_dict=False)
+    for model, observation in exchanges:
+        # Generation stops at </tool> or </answer>; the tool's reply comes back as one separator-wrapped string.
+        ids += tokenizer.encode(model, add_special_tokens=False)
+        if observation is not None:
+            ids += tokenizer.encode(separator.replace("{obs}", observation), add_special_tokens=False)
+    return ids
+
+
+def rl_prompts(tiny_cache: Path, ids: list[str]) -> list[list[dict]]:
+    """The RL parquet prompts that the rl_data builder writes for the demo questions `ids`."""
+    from tools.annotations import read_annotations
+    from tools.caption_tree import load_caption_tree
+    from tools.rl_data import RLDataSettings, rl_row
+
+    world = tiny_cache / "demo" / "world"
+    settings = RLDataSettings(str(world / "annotations.json"), "cgbench", "demo", str(world / "captions"), None,
+                              DEMO_MAX_TURNS, 0.0, 0)
+    questions = {q.question_id: q for q in read_annotations(settings.annotations, settings.format)[0]}
+    return [rl_row(questions[i], load_caption_tree(world / "captions" / f"{questions[i].video_uid}.json"),
+                   settings)["prompt"] for i in ids]
+
+
+def test_sft_sample_is_the_rl_rollout(encoded: Encoded, tiny_cache: Path) -> None:
+    """The SFT sample's ids are the RL rollout's ids for the same trajectory, built from the rl_data prompt.
+
+    With observations as user turns they are equal up to the `<|im_end|>\\n` SFT trains after the answer,
+    which RL never generates (generation stops at </answer>). In the tool role SFT wraps each observation
+    in <tool_response>, which verl-tool's multi-turn rollout never writes: only that wrapper differs.
+    """
+    from tools.chat_template import jinja_template
+    from tools.trajectory import read_trajectories
+
+    template = jinja_template("qwen3_nothink")
+    trajectories = [item for _, item in read_trajectories(tiny_cache / "demo" / "world" / "trajectories.jsonl")]
+    prompts = rl_prompts(tiny_cache, [t.id for t in trajectories[:COUNT]])
+    separator = verl_tool_separator(encoded.tokenizer, template, "user")
+    for trajectory, prompt, (_, sample) in zip(trajectories, prompts, pairs(encoded), strict=False):
+        exchanges = [(turn.model, turn.observation) for turn in trajectory.turns[:-1]]
+        exchanges.append((trajectory.turns[-1].model, None))
+        rollout = rollout_ids(encoded.tokenizer, template, prompt, exchanges, separator)
+        answer_end = encoded.tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
+        if encoded.role == "user":
+            assert sample["input_ids"] == rollout + answer_end
+            continue
+        sft_text = encoded.tokenizer.decode(sample["input_ids"])
+        rl_text = encoded.tokenizer.decode(rollout + answer_end)
+        assert sft_text != rl_text
+        for turn in trajectory.turns[:-1]:
+            sft_text = sft_text.replace(f"<|im_start|>user\n<tool_response>\n{turn.observation}\n</tool_response>",
+                                        f"<|im_start|>user\n{turn.observation}", 1)
+        assert sft_text == rl_text
