@@ -136,7 +136,7 @@ def build(settings: RLDataSettings, output: Path) -> dict:
             rows.append(rl_row(question, tree, settings))
         except CaptionTreeError as error:
             rejected.append({"row": question.row, "question_id": question.question_id, "reason": "caption_tree",
-                             "detail": str(error)})
+                             "detail": f"{settings.annotations} row {question.row}: {error}"})
         except RLRowError as error:
             rejected.append({"row": question.row, "question_id": question.question_id, "reason": error.reason,
                              "detail": f"{settings.annotations} row {question.row}: {error}"})

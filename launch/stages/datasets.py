@@ -107,10 +107,15 @@ def rl_data_settings(config: DictConfig) -> dict:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
             math.isfinite(fraction) and 0 <= fraction <= 1):
         raise DatasetConfigError(f"rl_data.val_fraction={fraction!r}: expected a number from 0 to 1")
-    caption_dir = section["caption_dir"] or caption_dir_for(config, section["data_source"])
+    caption_key = "rl_data.caption_dir"
+    caption_dir = section["caption_dir"]
+    if caption_dir is None:
+        caption_dir = caption_dir_for(config, section["data_source"])
+        caption_key = (f"rl_data.caption_dir (unset, so the tool's folder for {section['data_source']}: "
+                       f"tool.sources.{section['data_source']}.caption_dir or tool.default.caption_dir)")
     video_dir = section["video_dir"]
     return {"annotations": _existing(section["annotations"], "rl_data.annotations"), "format": section["format"],
-            "data_source": section["data_source"], "caption_dir": _existing(caption_dir, "rl_data.caption_dir", True),
+            "data_source": section["data_source"], "caption_dir": _existing(caption_dir, caption_key, True),
             "video_dir": None if video_dir is None else _existing(video_dir, "rl_data.video_dir", True),
             "max_turns": _max_turns(config), "val_fraction": float(fraction), "seed": int(section["seed"])}
 
