@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tools import geometry, prompts
 from tools.actions import GetCaption, VideoQA
+from tools.builder_io import publish
 from tools.caption_tree import tree_data
 from tools.navigation import NavigationEnv
 from tools.synthetic_video import encode_test_video
@@ -179,14 +179,10 @@ def ensure(root: Path, seed: int = 0) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     (staging / COMPLETE).write_text("")
-    # mkdtemp makes the folder private; the world gets the permissions of any folder the user creates.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
     if root.exists():
         # An incomplete world from an interrupted run: replaced, never mixed with the new one.
         shutil.rmtree(root)
-    staging.rename(root)
+    publish(staging, root)
     return root
 
 

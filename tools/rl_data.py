@@ -12,7 +12,6 @@ reported in `rejected.jsonl` and skipped; files are written whole or not at all.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tools import prompts
 from tools.annotations import AnnotatedQuestion, read_annotations
+from tools.builder_io import publish, settings_and_output
 from tools.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
 from tools.frames import FrameError, probe_duration
 
@@ -112,10 +112,7 @@ def _write_parquet(rows: list[dict], path: Path) -> None:
     os.close(fd)
     try:
         pd.DataFrame(rows).to_parquet(tmp, index=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -166,11 +163,8 @@ def build(settings: RLDataSettings, output: Path) -> dict:
 
 def main() -> None:
     """CLI: build the RL parquet files from `--settings` into `--output`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args()
-    report = build(RLDataSettings.from_dict(json.loads(args.settings.read_text())), args.output)
+    settings, output = settings_and_output(__doc__)
+    report = build(RLDataSettings.from_dict(settings), output)
     print(f"{report['annotations']} ({report['format']} as data_source {report['data_source']}): "
           f"train {report['rows']['train']} rows / {report['videos']['train']} videos, "
           f"val {report['rows']['val']} rows / {report['videos']['val']} videos, "
@@ -178,7 +172,7 @@ def main() -> None:
           f"{report['rejected_by_reason']}")
     for split in SPLITS:
         if report["rows"][split]:
-            print(f"wrote {args.output / f'{split}.parquet'}")
+            print(f"wrote {output / f'{split}.parquet'}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ number and reason. Output, in `--output`: `sft.json`, `dataset_info.json`, `drop
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import prompts
+from tools.builder_io import publish, settings_and_output
 from tools.caption_tree import CaptionTreeError, TreeCache, caption_path
 from tools.released_sft import ReleasedRecordError, read_released
 from tools.sft_checks import Checks, Drop, check_model_turns, check_observations, check_trajectory
@@ -159,11 +159,7 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
     if not report.turns:
         os.unlink(tmp)
         raise ValueError(f"{settings.input}: no trajectory was kept; see {output / 'dropped.jsonl'}")
-    # mkstemp makes the file private; the dataset gets the permissions of any file the user creates.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
+    publish(tmp, target)
     (output / "dataset_info.json").write_text(json.dumps(dataset_info(str(target.absolute())), indent=2) + "\n")
     report.write(output)
     return report
@@ -171,14 +167,10 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
 
 def main() -> None:
     """CLI: build the SFT file from `--settings` into `--output`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args()
-    settings = SFTDataSettings.from_dict(json.loads(args.settings.read_text()))
-    report = build(settings, args.output)
+    settings, output = settings_and_output(__doc__)
+    report = build(SFTDataSettings.from_dict(settings), output)
     print("\n".join(report.lines()))
-    print(f"wrote {args.output / SAMPLES_FILE} and {args.output / 'dataset_info.json'}")
+    print(f"wrote {output / SAMPLES_FILE} and {output / 'dataset_info.json'}")
 
 
 if __name__ == "__main__":
