@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rewards.components import answer_option
-from tools.actions import ACTION_TAGS, THINK_CLOSE, THINK_OPEN, Answer, parse_turn
+from tools.actions import ACTION_TAGS, THINK_CLOSE, THINK_OPEN, Action, Answer, parse_turn
 from tools.trajectory import Trajectory
 
 # Every reason a trajectory or record is dropped, in the order the report lists them.
@@ -56,9 +56,9 @@ class Checks:
     keep_invalid_turns: bool = False
 
 
-def check_model_turns(models: Sequence[str], max_turns: int) -> tuple[str, str] | tuple[None, Answer]:
-    """(reason, detail) for the first problem in a trajectory's model turns, else (None, the final answer)."""
-    answer = None
+def check_model_turns(models: Sequence[str], max_turns: int) -> tuple[str, str] | tuple[None, list[Action]]:
+    """(reason, detail) for the first problem in a trajectory's model turns, else (None, each turn's action)."""
+    actions = []
     for position, text in enumerate(models):
         parsed = parse_turn(text)
         if parsed.error is not None:
@@ -68,10 +68,10 @@ def check_model_turns(models: Sequence[str], max_turns: int) -> tuple[str, str] 
         if isinstance(parsed.action, Answer) != (position == len(models) - 1):
             where = "the last turn is a tool call" if position == len(models) - 1 else f"turns[{position}] answers"
             return "no_answer", f"{where}: only the last turn answers"
-        answer = parsed.action
+        actions.append(parsed.action)
     if len(models) - 1 > max_turns:
         return "too_many_turns", f"{len(models) - 1} tool calls, over agent.max_turns={max_turns}"
-    return None, answer
+    return None, actions
 
 
 def check_observations(observations: Sequence[str]) -> tuple[str, str] | None:
@@ -88,8 +88,8 @@ def check_trajectory(trajectory: Trajectory, checks: Checks) -> tuple[str, str] 
     reason, found = check_model_turns([turn.model for turn in trajectory.turns], checks.max_turns)
     if reason is not None:
         return reason, found
-    for position, turn in enumerate(trajectory.turns):
-        parsed = parse_turn(turn.model).action.to_dict()
+    for position, (turn, action) in enumerate(zip(trajectory.turns, found, strict=True)):
+        parsed = action.to_dict()
         if parsed != turn.action:
             return "action_mismatch", (f"turns[{position}].action={turn.action!r:.100} but the text parses to "
                                        f"{parsed!r:.100}")
@@ -98,9 +98,10 @@ def check_trajectory(trajectory: Trajectory, checks: Checks) -> tuple[str, str] 
     problem = check_observations([turn.observation for turn in trajectory.turns[:-1]])
     if problem is not None:
         return problem
-    letter = answer_option(found.text, trajectory.options)
+    answer = found[-1]
+    letter = answer_option(answer.text, trajectory.options)
     if letter != trajectory.answer or trajectory.correct != (letter == trajectory.ground_truth):
-        return "answer_mismatch", (f"the answer turn {found.text!r:.60} reads as {letter!r}, but answer="
+        return "answer_mismatch", (f"the answer turn {answer.text!r:.60} reads as {letter!r}, but answer="
                                    f"{trajectory.answer!r} and correct={trajectory.correct}")
     if letter != trajectory.ground_truth and not checks.keep_wrong:
         return "wrong_answer", f"answered {letter!r}, the ground truth is {trajectory.ground_truth!r}"
