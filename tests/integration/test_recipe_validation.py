@@ -53,7 +53,7 @@ def test_missing_dataset_file_is_named(tiny_cache: Path, tmp_path: Path) -> None
     """A dataset path that does not exist is reported with the path and how to build it."""
     missing = tmp_path / "nowhere.json"
     with pytest.raises(TrainArgsError, match="nowhere.json"):
-        check_train_args(render("tiny", tmp_path, missing), "case")
+        check_train_args(render("tiny", tmp_path, missing, "sft.dataset.build=null"), "case")
 
 
 def test_malformed_dataset_names_the_record(tiny_cache: Path, tmp_path: Path) -> None:
@@ -61,4 +61,4 @@ def test_malformed_dataset_names_the_record(tiny_cache: Path, tmp_path: Path) ->
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"messages": []}, {"conversations": []}]))
     with pytest.raises(TrainArgsError, match="record 1"):
-        check_train_args(render("tiny", tmp_path, bad), "case")
+        check_train_args(render("tiny", tmp_path, bad, "sft.dataset.build=null"), "case")
