@@ -62,3 +62,13 @@ def test_malformed_dataset_names_the_record(tiny_cache: Path, tmp_path: Path) ->
     bad.write_text(json.dumps([{"messages": []}, {"conversations": []}]))
     with pytest.raises(TrainArgsError, match="record 1"):
         check_train_args(render("tiny", tmp_path, bad, "sft.dataset.build=null"), "case")
+
+
+def test_demo_build_needs_the_builders_file_name(tmp_path: Path) -> None:
+    """With sft.dataset.build=demo the path must end in sft.json, the file the demo builder writes."""
+    from launch.stages.sft_config import SFTConfigError, check_sft_config
+
+    config = compose_config("sft", ["recipe=tiny", f"sft.dataset.path={tmp_path / 'other.json'}"]).config
+    with pytest.raises(SFTConfigError, match="other.json: the demo builder writes sft.json"):
+        check_sft_config(config)
+    check_sft_config(compose_config("sft", ["recipe=tiny", f"sft.dataset.path={tmp_path / 'sft.json'}"]).config)
