@@ -193,3 +193,13 @@ def probe_duration(path: Path) -> float:
     if not duration > 0:
         raise FrameError(f"{path}: the video reports no duration")
     return duration
+
+
+def find_video(folder: str | Path, video_uid: str, extensions: Sequence[str]) -> Path:
+    """`<folder>/<video_uid><ext>` for the first extension that exists; FileNotFoundError naming what was tried."""
+    folder = Path(folder)
+    for extension in extensions:
+        candidate = folder / f"{video_uid}{extension}"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no video file for {video_uid!r} in {folder} (tried {', '.join(extensions)})")

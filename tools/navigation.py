@@ -141,13 +141,7 @@ class NavigationEnv:
 
     def video_path(self, source: SourceSettings, video_uid: str) -> Path:
         """The video file of `video_uid` in the source's video folder; FileNotFoundError naming what was tried."""
-        folder = Path(source.video_dir)
-        for extension in self.settings.video_extensions:
-            candidate = folder / f"{video_uid}{extension}"
-            if candidate.is_file():
-                return candidate
-        raise FileNotFoundError(f"no video file for {video_uid!r} in {folder} "
-                                f"(tried {', '.join(self.settings.video_extensions)})")
+        return frames.find_video(source.video_dir, video_uid, self.settings.video_extensions)
 
     def client_for(self, endpoint: VLMEndpoint) -> VLMClient:
         """One shared client per VLM endpoint, so its concurrency cap holds across trajectories."""

@@ -24,7 +24,8 @@ from tools import prompts
 from tools.annotations import AnnotatedQuestion, read_annotations
 from tools.builder_io import publish, settings_and_output
 from tools.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
-from tools.frames import FrameError, probe_duration
+from tools.frames import FrameError, find_video, probe_duration
+from tools.tool_settings import VIDEO_EXTENSIONS
 
 ABILITY = "video_navigation"
 SPLITS = ("train", "val")
@@ -63,9 +64,10 @@ def duration_of(question: AnnotatedQuestion, tree: CaptionTree, settings: RLData
     """The video's duration: the annotation's, else the caption file's, else the video's; checked against the tree's."""
     duration = question.duration if question.duration is not None else tree.duration
     if duration is None and settings.video_dir is not None:
-        matches = sorted(Path(settings.video_dir).glob(f"{question.video_uid}.*"))
         try:
-            duration = probe_duration(matches[0]) if matches else None
+            duration = probe_duration(find_video(settings.video_dir, question.video_uid, VIDEO_EXTENSIONS))
+        except FileNotFoundError:
+            duration = None
         except FrameError as error:
             raise RLRowError("no_duration", str(error)) from None
     if duration is None:

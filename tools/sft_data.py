@@ -133,28 +133,23 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
     fd, tmp = tempfile.mkstemp(prefix=f".{SAMPLES_FILE}.", dir=output)
     with os.fdopen(fd, "w", encoding="utf-8") as samples, (output / "dropped.jsonl").open("w") as dropped:
         samples.write("[")
-        batch: list[dict] = []
-
-        def flush() -> None:
-            # Tokens are counted in batches, as the samples stream to disk.
-            if counter is not None and batch:
-                report.tokens.extend(counter.count(batch))
-            batch.clear()
-
-        first = True
+        # Tokens are counted in batches, as the samples stream to disk.
+        pending: list[dict] = []
         for item in items:
             if isinstance(item, Drop):
                 report.drop(item)
                 dropped.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")
                 continue
             sample, tool_calls = item
+            samples.write((",\n" if report.turns else "\n") + json.dumps(sample, ensure_ascii=False))
             report.keep(tool_calls)
-            samples.write(("\n" if first else ",\n") + json.dumps(sample, ensure_ascii=False))
-            first = False
-            batch.append(sample)
-            if len(batch) >= TOKEN_BATCH:
-                flush()
-        flush()
+            if counter is not None:
+                pending.append(sample)
+            if len(pending) == TOKEN_BATCH:
+                report.tokens.extend(counter.count(pending))
+                pending.clear()
+        if pending:
+            report.tokens.extend(counter.count(pending))
         samples.write("\n]\n")
     if not report.turns:
         os.unlink(tmp)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
 from launch.stages.sft_config import check_chat_config
+from tools.tool_settings import ToolSettings, ToolSettingsError, settings_from_dict
 
 SFT_SOURCES = ("trajectories", "released")
 ANNOTATION_FORMATS = ("cgbench", "videomme", "lvbench")
@@ -63,11 +64,12 @@ def _max_turns(config: DictConfig) -> int:
     return value
 
 
-def caption_dir_for(config: DictConfig, data_source: str) -> str:
-    """The tool config's caption folder for `data_source` (its own entry, else the default)."""
-    tool = OmegaConf.to_container(config.tool, resolve=True)
-    own = (tool.get("sources") or {}).get(data_source) or {}
-    return own.get("caption_dir") or tool["default"]["caption_dir"]
+def tool_settings(config: DictConfig) -> ToolSettings:
+    """The `tool` config read as the tool reads it (per-source folders fall back to the default's)."""
+    try:
+        return settings_from_dict(OmegaConf.to_container(config.tool, resolve=True), "tool")
+    except ToolSettingsError as error:
+        raise DatasetConfigError(str(error)) from None
 
 
 def sft_data_settings(config: DictConfig) -> dict:
@@ -80,10 +82,9 @@ def sft_data_settings(config: DictConfig) -> dict:
     _flags(section, "sft_data", ("keep_wrong", "keep_hinted", "keep_invalid_turns"))
     chat = check_chat_config(config)
     cutoff_len = OmegaConf.select(config, "sft.cutoff_len")
-    tool = OmegaConf.to_container(config.tool, resolve=True)
-    caption_dirs = {"default": str(Path(tool["default"]["caption_dir"]).expanduser().absolute()),
-                    "sources": {name: str(Path(caption_dir_for(config, name)).expanduser().absolute())
-                                for name in tool.get("sources") or {}}}
+    tool = tool_settings(config)
+    caption_dirs = {"default": tool.default.caption_dir,
+                    "sources": {name: source.caption_dir for name, source in tool.sources.items()}}
     tokenizer = section["tokenizer"]
     if tokenizer is not None and Path(str(tokenizer)).expanduser().exists():
         tokenizer = str(Path(tokenizer).expanduser().absolute())
@@ -110,7 +111,7 @@ def rl_data_settings(config: DictConfig) -> dict:
     caption_key = "rl_data.caption_dir"
     caption_dir = section["caption_dir"]
     if caption_dir is None:
-        caption_dir = caption_dir_for(config, section["data_source"])
+        caption_dir = tool_settings(config).for_source(section["data_source"]).caption_dir
         caption_key = (f"rl_data.caption_dir (unset, so the tool's folder for {section['data_source']}: "
                        f"tool.sources.{section['data_source']}.caption_dir or tool.default.caption_dir)")
     video_dir = section["video_dir"]
