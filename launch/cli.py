@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,13 @@ from launch.stages.sft_config import SFTConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USAGE = """usage: python -m launch STAGE [KEY=VALUE ...] [--dry-run] [-m|--multirun]
+       python -m launch UTILITY [ARGS ...]
 
 Stages:
 {stages}
+
+Utilities (their own arguments; --help on each):
+{utilities}
 
 Recipes (recipe=NAME): {recipes}
 
@@ -53,10 +58,23 @@ class Invocation:
     multirun: bool = False
 
 
+# Utility commands: not Hydra apps; each takes its own arguments. name -> (module, summary).
+UTILITIES = {
+    "merge": ("launch.rl_merge", "merge a checkpoint of an RL run into a Hugging Face model (verl's model merger)"),
+}
+
+
 def usage() -> str:
-    """The help text, listing every stage and recipe."""
+    """The help text, listing every stage, utility and recipe."""
     stages = "\n".join(f"  {s.name:<14}{s.summary}" for s in STAGES.values())
-    return USAGE.format(stages=stages, recipes=", ".join(recipe_names()))
+    utilities = "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in UTILITIES.items())
+    return USAGE.format(stages=stages, utilities=utilities, recipes=", ".join(recipe_names()))
+
+
+def run_utility(name: str, argv: list[str]) -> int:
+    """Run utility `name` with its own arguments; returns its exit code."""
+    module = importlib.import_module(UTILITIES[name][0])
+    return module.main(argv)
 
 
 def parse_argv(argv: list[str]) -> Invocation | None:
@@ -65,7 +83,8 @@ def parse_argv(argv: list[str]) -> Invocation | None:
         return None
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}; utilities: "
+                          f"{', '.join(UTILITIES)}")
     invocation = Invocation(stage=stage)
     for arg in rest:
         if arg == "--dry-run":
@@ -83,7 +102,8 @@ def parse_argv(argv: list[str]) -> Invocation | None:
 
 def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None) -> int:
     """Compose, plan and run (or print) one point; returns its exit code."""
-    composed = compose_config(stage, overrides, STAGES[stage].needs_recipe)
+    # The stage may print a Plan whose inputs (an SFT checkpoint, a dataset) do not exist yet only in a dry run.
+    composed = compose_config(stage, [*overrides, f"dry_run={str(dry_run).lower()}"], STAGES[stage].needs_recipe)
     config = composed.config
     group = STAGES[stage].run_group(config, composed.recipe)
     name = str(config.name) if config.name is not None else new_run_name()
@@ -143,6 +163,8 @@ def run_sweep(invocation: Invocation) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m launch`; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in UTILITIES:
+        return run_utility(argv[0], argv[1:])
     try:
         invocation = parse_argv(argv)
         if invocation is None:

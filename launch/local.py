@@ -95,7 +95,7 @@ class LocalExecutor:
         for spec in self.plan.files:
             path = self.run_dir / spec.path
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(spec.content)
+            path.write_text(resolve_placeholders(spec.content, self.resolve) if spec.resolve else spec.content)
         plan_path = self.run_dir / "attempts" / str(self.attempt) / "plan.yaml"
         plan_path.write_text(self.plan.to_yaml(with_contents=False))
 

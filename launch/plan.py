@@ -38,6 +38,8 @@ class FileSpec:
 
     path: str
     content: str
+    # Whether the executor resolves placeholders (e.g. a service's free port) in `content` first.
+    resolve: bool = False
 
 
 @dataclass

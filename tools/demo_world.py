@@ -187,12 +187,13 @@ def ensure(root: Path, seed: int = 0) -> Path:
 
 
 def main() -> None:
-    """CLI: write the demo world, and the SFT file built from its trajectories when `--sft-output` is given."""
+    """CLI: write the demo world, and the SFT file (`--sft-output`) or RL parquet (`--rl-output`) built from it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-output", type=Path, help="build sft.json and dataset_info.json into this folder")
     parser.add_argument("--observation-role", choices=["user", "tool"], default="user")
+    parser.add_argument("--rl-output", type=Path, help="build train.parquet and val.parquet into this folder")
     parser.add_argument("--max-turns", type=int, default=15, help="the tool-call budget the system prompt states")
     args = parser.parse_args()
     root = ensure(args.output, args.seed)
@@ -202,6 +203,11 @@ def main() -> None:
 
         report = build(demo_settings(root, args.observation_role, args.max_turns), args.sft_output)
         print("\n".join(report.lines()))
+    if args.rl_output:
+        from tools import rl_data
+
+        summary = rl_data.build(rl_data.demo_settings(root, args.max_turns), args.rl_output)
+        print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

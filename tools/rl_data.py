@@ -60,6 +60,15 @@ class RLDataSettings:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
+def demo_settings(root: Path, max_turns: int) -> RLDataSettings:
+    """Settings that build the RL parquet from the demo world at `root` (`tools.demo_world`): a quarter held out."""
+    from tools.demo_world import DATA_SOURCE
+
+    return RLDataSettings(annotations=str(root / "annotations.json"), format="cgbench", data_source=DATA_SOURCE,
+                          caption_dir=str(root / "captions"), video_dir=str(root / "videos"), max_turns=max_turns,
+                          val_fraction=0.25, seed=0)
+
+
 def duration_of(question: AnnotatedQuestion, tree: CaptionTree, settings: RLDataSettings) -> float:
     """The video's duration: the annotation's, else the caption file's, else the video's; checked against the tree's."""
     duration = question.duration if question.duration is not None else tree.duration

@@ -35,17 +35,16 @@ def local_path(path: str) -> str:
     return path
 
 
-def report_settings(sft: SFTConfig, config: DictConfig) -> tuple[str, dict[str, str]]:
-    """LLaMA-Factory's `report_to` and the W&B environment (never the key itself)."""
+def report_settings(mode: str, config: DictConfig, key: str = "sft.report_to",
+                    error: type[Exception] = SFTConfigError) -> tuple[str, dict[str, str]]:
+    """The reporting mode (`wandb` or `none`) for `mode` (key `key`) and the W&B environment (never the key itself)."""
     has_key = bool(os.environ.get(config.wandb.api_key_env))
-    mode = sft.report_to
     if mode == "auto":
         mode = "wandb" if has_key else "offline"
     if mode == "none":
         return "none", {}
     if mode == "wandb" and not has_key:
-        raise SFTConfigError(f"sft.report_to=wandb but ${config.wandb.api_key_env} is not set; "
-                             "set it, or use sft.report_to=offline or none")
+        raise error(f"{key}=wandb but ${config.wandb.api_key_env} is not set; set it, or use {key}=offline or none")
     env = {"WANDB_PROJECT": str(config.wandb.project), "WANDB_DIR": "."}
     if config.wandb.entity:
         env["WANDB_ENTITY"] = str(config.wandb.entity)
@@ -57,7 +56,7 @@ def report_settings(sft: SFTConfig, config: DictConfig) -> tuple[str, dict[str, 
 def train_args(config: DictConfig, run_dir: Path, run_name: str) -> dict:
     """LLaMA-Factory's training arguments rendered from the recipe."""
     sft, model, chat = check_sft_config(config)
-    report_to, _ = report_settings(sft, config)
+    report_to, _ = report_settings(sft.report_to, config)
     args: dict = {
         "model_name_or_path": local_path(model.path),
         "trust_remote_code": True,
@@ -162,7 +161,7 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
                            skip_if_exists=dataset_path))
     before.append(Step("validate", [python, "-m", "launch.validate_sft", TRAIN_YAML]))
 
-    _, report_env = report_settings(sft, config)
+    _, report_env = report_settings(sft.report_to, config)
     env = {**report_env, **distributed_env(config, sft)}
     main = Step("train", ["llamafactory-cli", "train", TRAIN_YAML], env=env)
 

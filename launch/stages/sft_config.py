@@ -91,54 +91,58 @@ class ChatConfig:
     observation_role: str = "user"
 
 
-def _choice(section: str, key: str, value: Any, allowed: tuple) -> None:
+def check_choice(section: str, key: str, value: Any, allowed: tuple, error: type[Exception] = SFTConfigError) -> None:
+    """`section.key` must be one of `allowed`."""
     if value not in allowed:
-        raise SFTConfigError(f"{section}.{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
+        raise error(f"{section}.{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
 
 
-def _positive(section: str, key: str, value: float, allow_minus_one: bool = False) -> None:
+def check_positive(section: str, key: str, value: float, allow_minus_one: bool = False,
+                   error: type[Exception] = SFTConfigError) -> None:
+    """`section.key` must be > 0 (or exactly -1 where that means "no limit")."""
     if value <= 0 and not (allow_minus_one and value == -1):
-        raise SFTConfigError(f"{section}.{key}={value!r} must be > 0")
+        raise error(f"{section}.{key}={value!r} must be > 0")
 
 
-def _typed(schema: type, node: DictConfig, section: str) -> Any:
+def typed_section(schema: type, node: DictConfig, section: str, error: type[Exception] = SFTConfigError) -> Any:
+    """A config section as an instance of the dataclass `schema`; unknown keys and wrong types name the key."""
     try:
         # Interpolations (e.g. ${paths.cache}) resolve against the whole config first.
         values = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
         return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise SFTConfigError(f"invalid `{section}` config: {error}") from None
+    except OmegaConfBaseException as failure:
+        raise error(f"invalid `{section}` config: {failure}") from None
 
 
 def check_chat_config(config: DictConfig) -> ChatConfig:
     """Type-check the recipe's `chat` section, which SFT, the dataset builders and RL all read."""
-    chat: ChatConfig = _typed(ChatConfig, config.chat, "chat")
-    _choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
+    chat: ChatConfig = typed_section(ChatConfig, config.chat, "chat")
+    check_choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
     return chat
 
 
 def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatConfig]:
     """Type- and range-check the sections the SFT stage reads; errors name the key."""
-    sft: SFTConfig = _typed(SFTConfig, config.sft, "sft")
-    model: ModelConfig = _typed(ModelConfig, config.model, "model")
+    sft: SFTConfig = typed_section(SFTConfig, config.sft, "sft")
+    model: ModelConfig = typed_section(ModelConfig, config.model, "model")
     chat = check_chat_config(config)
-    _choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES)
+    check_choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES)
     if sft.deepspeed is not None:
-        _choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS)
-    _choice("sft", "precision", sft.precision, PRECISIONS)
-    _choice("sft", "report_to", sft.report_to, REPORT_TO)
+        check_choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS)
+    check_choice("sft", "precision", sft.precision, PRECISIONS)
+    check_choice("sft", "report_to", sft.report_to, REPORT_TO)
     if sft.dataset.build is not None:
-        _choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS)
+        check_choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS)
         if Path(sft.dataset.path).name != SFT_FILE:
             raise SFTConfigError(f"sft.dataset.path={sft.dataset.path}: the demo builder writes {SFT_FILE} into a "
                                  f"folder, so the path must end in /{SFT_FILE}")
     if model.build is not None:
-        _choice("model", "build", model.build, MODEL_BUILDERS)
+        check_choice("model", "build", model.build, MODEL_BUILDERS)
     for key in ("cutoff_len", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "logging_steps", "save_steps"):
-        _positive("sft", key, getattr(sft, key))
-    _positive("sft", "max_steps", sft.max_steps, allow_minus_one=True)
+        check_positive("sft", key, getattr(sft, key))
+    check_positive("sft", "max_steps", sft.max_steps, allow_minus_one=True)
     if not 0 <= sft.warmup_ratio < 1:
         raise SFTConfigError(f"sft.warmup_ratio={sft.warmup_ratio!r} must be in [0, 1)")
     for key in sft.extra_args:

@@ -1,0 +1,256 @@
+"""The RL stage: the composed config to a Plan that trains with verl-tool's GRPO trainer.
+
+Services: `vllm serve` for the VLM that video_qa asks (when `rl.vlm.serve`), then verl-tool's tool
+server with our navigation tool (`python -m tools.serve_tool`), each on a free loopback port. Main:
+`python -m verl_tool.trainer.main_ppo` with every override rendered from the recipe and checked
+against verl-tool's key set (`launch/trainer_keys.py`) and the cross-field rules
+(`launch/stages/rl_config.py`). After: the last checkpoint merged into a Hugging Face model with
+verl's model merger (`launch/rl_merge.py`). RL starts from the newest finished SFT run of the recipe
+unless `rl.model` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from launch.compose import PROJECT_ROOT
+from launch.handoff import Handoff, HandoffError, resolve_model
+from launch.plan import FileSpec, Plan, ReadyCheck, Resources, Service, Step
+from launch.rl_merge import CHECKPOINT_DIR, MERGED_DIR
+from launch.stages.datasets import tool_settings
+from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
+from launch.stages.sft import report_settings
+from launch.stages.sft_config import check_chat_config
+from launch.trainer_keys import check_overrides, render_override
+from rewards.spec import RewardSpecError, spec_from_dict
+from tools.actions import ANSWER_CLOSE, TOOL_CLOSE
+from tools.tool_settings import ENV_VAR
+
+TOOL_CONFIG = "rl/tool.json"
+STOP_TOKENS_FILE = "rl/action_stop_tokens.txt"
+OVERRIDES_FILE = "rl/trainer_overrides.txt"
+ROLLOUT_DIR = "rollouts"
+VALIDATION_DIR = "validation"
+REWARD_ENTRY = PROJECT_ROOT / "rewards" / "verl_entry.py"
+REWARD_FUNCTION = "compute_score"
+TOOL_PORT, VLM_PORT = "{{free_port:tool}}", "{{free_port:vlm}}"
+VLM_URL = f"http://127.0.0.1:{VLM_PORT}/v1"
+
+
+def start_model(config: DictConfig, rl: RLConfig, recipe: str) -> str:
+    """The model RL starts from (the SFT hand-off unless `rl.model` is set); says which one it took."""
+    try:
+        chosen = resolve_model(rl.model, config.run_root, "sft", recipe)
+    except HandoffError as error:
+        hint = f"run `python -m launch sft recipe={recipe}` first, or set rl.model=PATH (a model or an SFT run)"
+        if not config.dry_run:
+            raise HandoffError(f"rl: {error}; {hint}") from None
+        print(f"[launch] warning: {error}; a real run stops here ({hint})", file=sys.stderr)
+        return f"<no finished sft run of {recipe}: set rl.model>"
+    if isinstance(chosen, Handoff):
+        print(f"[launch] rl starts from {chosen.value} (the model of SFT run {chosen.run_dir})", file=sys.stderr)
+        return chosen.value
+    print(f"[launch] rl starts from {chosen} (rl.model)", file=sys.stderr)
+    return chosen
+
+
+def data_files(config: DictConfig, rl: RLConfig) -> tuple[str, str]:
+    """Absolute train and validation parquet paths; they must exist unless built or only printed."""
+    paths = [str(Path(p).expanduser().absolute()) for p in (rl.data.train_files, rl.data.val_files)]
+    if rl.data.build is None and not config.dry_run:
+        for key, path in zip(("train_files", "val_files"), paths):
+            if not Path(path).is_file():
+                raise RLConfigError(f"rl.data.{key}={path}: no such file (build it with `python -m launch rl_data`)")
+    return paths[0], paths[1]
+
+
+def tool_config_json(config: DictConfig, rl: RLConfig) -> str:
+    """The tool settings as JSON, the VLM endpoint pointed at the Plan's `vllm serve` when it serves one."""
+    settings = tool_settings(config).to_dict()
+    if rl.vlm.serve:
+        # Sources that use the default endpoint ask the served model; a source with its own endpoint keeps it.
+        served = settings["default"]["vlm"]["base_url"]
+        for source in [settings["default"], *settings["sources"].values()]:
+            if source["vlm"]["base_url"] == served:
+                source["vlm"].update(base_url=VLM_URL, model=rl.vlm.model)
+    return json.dumps(settings, indent=2) + "\n"
+
+
+def reward_kwargs(config: DictConfig) -> dict:
+    """The chosen reward preset fully resolved: what our `compute_score` receives as `reward_kwargs`."""
+    try:
+        return spec_from_dict(OmegaConf.to_container(config.reward, resolve=True), "reward").to_dict()
+    except RewardSpecError as error:
+        raise RLConfigError(str(error)) from None
+
+
+def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: Path, run_name: str,
+                   logger: list[str]) -> dict[str, object]:
+    """Every trainer key this stage sets, by verl-tool's dotted name."""
+    agent_role = check_chat_config(config).observation_role
+    prompt, response = rl.max_prompt_length, rl.max_response_length
+    actor, rollout, ref, agent = ("actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref",
+                                  "actor_rollout_ref.agent")
+    train_files, val_files = data_files(config, rl)
+    values: dict[str, object] = {
+        "algorithm.adv_estimator": rl.algorithm,
+        "algorithm.use_kl_in_reward": False,
+        "data.train_files": train_files,
+        "data.val_files": val_files,
+        "data.train_batch_size": rl.train_batch_size,
+        "data.max_prompt_length": prompt,
+        "data.max_response_length": response,
+        # Overlong prompts are dropped (and counted in the log) when the data loads, never cut mid-training.
+        "data.filter_overlong_prompts": True,
+        "data.truncation": "error",
+        "data.seed": int(config.seed),
+        "reward_model.reward_manager": "naive",
+        "reward_model.launch_reward_fn_async": True,
+        "custom_reward_function.path": str(REWARD_ENTRY),
+        "custom_reward_function.name": REWARD_FUNCTION,
+        "custom_reward_function.reward_kwargs": reward_kwargs(config),
+        "actor_rollout_ref.model.path": model_path,
+        "actor_rollout_ref.model.trust_remote_code": True,
+        "actor_rollout_ref.model.use_remove_padding": True,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": rl.gradient_checkpointing,
+        f"{actor}.strategy": "fsdp",
+        f"{actor}.optim.lr": rl.learning_rate,
+        f"{actor}.optim.lr_warmup_steps": rl.lr_warmup_steps,
+        f"{actor}.ppo_mini_batch_size": rl.ppo_mini_batch_size,
+        f"{actor}.ppo_micro_batch_size_per_gpu": rl.ppo_micro_batch_size_per_gpu,
+        f"{actor}.use_dynamic_bsz": rl.use_dynamic_bsz,
+        f"{actor}.ppo_max_token_len_per_gpu": prompt + response,
+        f"{actor}.use_kl_loss": True,
+        f"{actor}.kl_loss_coef": rl.kl_loss_coef,
+        f"{actor}.kl_loss_type": rl.kl_loss_type,
+        f"{actor}.entropy_coeff": rl.entropy_coeff,
+        f"{actor}.fsdp_config.param_offload": rl.offload,
+        f"{actor}.fsdp_config.optimizer_offload": rl.offload,
+        f"{actor}.ulysses_sequence_parallel_size": rl.ulysses_sequence_parallel_size,
+        f"{rollout}.name": "vllm",
+        f"{rollout}.mode": "async",
+        f"{rollout}.n": rl.rollouts_per_prompt,
+        f"{rollout}.temperature": rl.temperature,
+        f"{rollout}.top_p": rl.top_p,
+        f"{rollout}.prompt_length": prompt,
+        f"{rollout}.response_length": response,
+        f"{rollout}.tensor_model_parallel_size": rl.rollout_tensor_parallel_size,
+        f"{rollout}.gpu_memory_utilization": rl.rollout_gpu_memory_utilization,
+        f"{rollout}.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch_size_per_gpu,
+        f"{rollout}.log_prob_use_dynamic_bsz": rl.use_dynamic_bsz,
+        f"{ref}.log_prob_micro_batch_size_per_gpu": rl.log_prob_micro_batch_size_per_gpu,
+        f"{ref}.log_prob_use_dynamic_bsz": rl.use_dynamic_bsz,
+        f"{ref}.fsdp_config.param_offload": rl.offload,
+        f"{ref}.ulysses_sequence_parallel_size": rl.ulysses_sequence_parallel_size,
+        f"{agent}.enable_agent": True,
+        f"{agent}.tool_server_url": f"http://{rl.tool_server.host}:{TOOL_PORT}/get_observation",
+        f"{agent}.max_turns": int(config.agent.max_turns),
+        f"{agent}.max_prompt_length": prompt,
+        f"{agent}.max_start_length": prompt,
+        f"{agent}.max_response_length": response,
+        f"{agent}.max_action_length": rl.max_action_length,
+        f"{agent}.max_obs_length": rl.max_observation_length,
+        f"{agent}.action_stop_tokens": str(run_dir / STOP_TOKENS_FILE),
+        f"{agent}.mask_observations": True,
+        # Multi-turn: each observation is a new `user` turn (mtrl_sep stays null: verl-tool derives it).
+        f"{agent}.enable_mtrl": True,
+        f"{agent}.mtrl_role": agent_role,
+        f"{agent}.tool_call_timeout": rl.tool_call_timeout,
+        f"{agent}.max_concurrent_trajectories": rl.max_concurrent_trajectories,
+        "trainer.logger": logger,
+        "trainer.project_name": str(config.wandb.project),
+        "trainer.experiment_name": run_name,
+        "trainer.default_local_dir": str(run_dir / CHECKPOINT_DIR),
+        "trainer.rollout_data_dir": str(run_dir / ROLLOUT_DIR),
+        "trainer.validation_data_dir": str(run_dir / VALIDATION_DIR),
+        # A new run directory has no checkpoint; resume=true reopens one that has.
+        "trainer.resume_mode": "auto",
+        "trainer.n_gpus_per_node": rl.trainer_gpus,
+        "trainer.nnodes": int(config.launcher.nodes),
+        "trainer.save_freq": rl.save_freq,
+        "trainer.test_freq": rl.test_freq,
+        "trainer.val_before_train": rl.val_before_train,
+        "trainer.total_epochs": rl.total_epochs,
+        "trainer.total_training_steps": rl.total_training_steps,
+        "trainer.max_actor_ckpt_to_keep": rl.max_checkpoints_to_keep,
+    }
+    if rl.lora_rank > 0:
+        values.update({"actor_rollout_ref.model.lora_rank": rl.lora_rank,
+                       "actor_rollout_ref.model.lora_alpha": rl.lora_alpha,
+                       "actor_rollout_ref.model.target_modules": rl.lora_target_modules})
+    for key, value in rl.trainer_overrides.items():
+        if key in values:
+            raise RLConfigError(f"rl.trainer_overrides.{key}: this stage sets {key} from the recipe; change the rl.* "
+                                "key it comes from instead")
+        values[key] = value
+    return values
+
+
+def vlm_service(rl: RLConfig, gpus: list[int]) -> Service:
+    """`vllm serve` with the paper's flags on the recipe's GPUs, under the model name the tool asks for."""
+    argv = ["vllm", "serve", rl.vlm.model, "--served-model-name", rl.vlm.model, "--host", "127.0.0.1",
+            "--port", VLM_PORT, "--tensor-parallel-size", str(len(gpus)), "--max-model-len", str(rl.vlm.max_model_len),
+            "--gpu-memory-utilization", str(rl.vlm.gpu_memory_utilization), *rl.vlm.extra_args]
+    return Service("vlm", argv, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))},
+                   ready=ReadyCheck(http_url=f"http://127.0.0.1:{VLM_PORT}/health", timeout_s=rl.vlm.ready_timeout_s),
+                   gpus=len(gpus))
+
+
+def tool_service(rl: RLConfig, run_dir: Path, python: str) -> Service:
+    """verl-tool's tool server with our tool, reading the settings this Plan renders."""
+    argv = [python, "-m", "tools.serve_tool", "--host", rl.tool_server.host, "--port", TOOL_PORT,
+            "--thread-pool-size", str(rl.tool_server.thread_pool_size)]
+    return Service("tool_server", argv, env={ENV_VAR: str(run_dir / TOOL_CONFIG), "CUDA_VISIBLE_DEVICES": ""},
+                   ready=ReadyCheck(http_url=f"http://{rl.tool_server.host}:{TOOL_PORT}/health",
+                                    timeout_s=rl.tool_server.ready_timeout_s))
+
+
+def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The RL Plan for a composed config, to run in `run_dir`."""
+    rl = check_rl_config(config)
+    chat = check_chat_config(config)
+    if chat.observation_role != "user":
+        raise RLConfigError(f"chat.observation_role={chat.observation_role}: verl-tool's multi-turn rollout opens a "
+                            "plain `tool` turn without the <tool_response> wrapper the SFT template trains, so SFT "
+                            "and RL would disagree token for token (README: Chat rendering); use user")
+    trainer_gpus, vlm_gpus = check_layout(rl, int(config.launcher.gpus_per_node))
+    recipe = run_name.split("/", 1)[0]
+    mode, report_env = report_settings(rl.report_to if rl.report_to != "console" else "none", config,
+                                       "rl.report_to", RLConfigError)
+    logger = ["console", "wandb"] if mode == "wandb" else ["console"]
+    values = trainer_values(config, rl, start_model(config, rl, recipe), run_dir, run_name, logger)
+    overrides = [render_override(key, value) for key, value in values.items()]
+    checked = check_overrides(overrides)
+    check_trainer_values(checked, float(tool_settings(config).default.vlm.timeout_s))
+
+    files = [
+        FileSpec(TOOL_CONFIG, tool_config_json(config, rl), resolve=True),
+        FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
+        FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n"),
+    ]
+    before = []
+    if rl.data.build:
+        world = str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
+        before.append(Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", world,
+                                             "--rl-output", str(Path(values["data.train_files"]).parent),
+                                             "--max-turns", str(config.agent.max_turns)],
+                           skip_if_exists=str(values["data.train_files"])))
+    services = [vlm_service(rl, vlm_gpus)] if rl.vlm.serve else []
+    services.append(tool_service(rl, run_dir, python))
+    env = {**report_env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, trainer_gpus)), "PYTHONUNBUFFERED": "1",
+           "HYDRA_FULL_ERROR": "1", "VLLM_USE_V1": "1"}
+    main = Step("train", [python, "-m", "verl_tool.trainer.main_ppo", *overrides], env=env)
+    after = [
+        Step("merge", [python, "-m", "launch.rl_merge", str(run_dir)]),
+        Step("chat_template", [python, "-m", "tools.chat_template", "--model", str(run_dir / MERGED_DIR),
+                               "--template", chat.template]),
+    ]
+    resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node))
+    return Plan(stage="rl", run_dir=str(run_dir), main=main, files=files, services=services, before=before,
+                after=after, resources=resources,
+                outputs={"model": str(run_dir / MERGED_DIR), "checkpoints": str(run_dir / CHECKPOINT_DIR)})
+
