@@ -85,8 +85,9 @@ def render_value(value: Any, key: str) -> str:
 
 
 def render_override(key: str, value: Any) -> str:
-    """One trainer argument, `key=value` or `+key=value` for an addable key absent from the config."""
-    prefix = "+" if key not in trainer_keys() else ""
+    """One trainer argument, `key=value`, or `+key=value` for an addable key absent from the config."""
+    # Any other absent key is rendered plainly, so checking it reports the unknown key and its nearest match.
+    prefix = "+" if key not in trainer_keys() and _addable(key) else ""
     return f"{prefix}{key}={render_value(value, key)}"
 
 

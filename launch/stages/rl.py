@@ -25,7 +25,7 @@ from launch.stages.datasets import tool_settings
 from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
 from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
-from launch.trainer_keys import check_overrides, render_override
+from launch.trainer_keys import check_overrides, render_override, trainer_keys
 from rewards.spec import RewardSpecError, spec_from_dict
 from tools.actions import ANSWER_CLOSE, TOOL_CLOSE
 from tools.tool_settings import ENV_VAR
@@ -182,12 +182,24 @@ def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: P
         values.update({"actor_rollout_ref.model.lora_rank": rl.lora_rank,
                        "actor_rollout_ref.model.lora_alpha": rl.lora_alpha,
                        "actor_rollout_ref.model.target_modules": rl.lora_target_modules})
-    for key, value in rl.trainer_overrides.items():
+    for key, value in flat_overrides(rl.trainer_overrides):
         if key in values:
             raise RLConfigError(f"rl.trainer_overrides.{key}: this stage sets {key} from the recipe; change the rl.* "
                                 "key it comes from instead")
         values[key] = value
     return values
+
+
+def flat_overrides(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """`rl.trainer_overrides` as dotted trainer keys: nested mappings are walked down to a trainer key."""
+    flat = []
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and value and key not in trainer_keys():
+            flat.extend(flat_overrides(value, f"{key}."))
+        else:
+            flat.append((key, value))
+    return flat
 
 
 def vlm_service(rl: RLConfig, gpus: list[int]) -> Service:
