@@ -37,7 +37,8 @@ def compose_trainer_config(checkout: Path) -> DictConfig:
     """verl-tool's trainer config, composed by Hydra exactly as its `main_ppo` composes it (no overrides)."""
     config_dir = checkout / TRAINER_CONFIG_DIR
     if not (config_dir / f"{TRAINER_CONFIG_NAME}.yaml").is_file():
-        raise SystemExit(f"error: {config_dir}/{TRAINER_CONFIG_NAME}.yaml not found; is {checkout} a verl-tool checkout?")
+        raise SystemExit(f"error: {config_dir}/{TRAINER_CONFIG_NAME}.yaml not found; "
+                         f"is {checkout} a verl-tool checkout?")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir.absolute()), version_base=None):
         return compose(config_name=TRAINER_CONFIG_NAME)

@@ -156,9 +156,9 @@ def check_override(text: str) -> tuple[str, Any]:
         if key in keys and keys[key]["default"] is not None:
             raise TrainerConfigError(f"+{key}: the key exists in verl-tool's trainer config; set it without '+'")
         if key not in keys and not _addable(key):
-            raise TrainerConfigError(f"+{key}: not in verl-tool's trainer config, and nothing in the trainer would read "
-                                     "it; '+' adds only inside a mapping the trainer passes on (e.g. ray_kwargs."
-                                     "ray_init) or to " + ", ".join(ADDABLE))
+            raise TrainerConfigError(f"+{key}: not in verl-tool's trainer config, and nothing in the trainer would "
+                                     "read it; '+' adds only inside a mapping the trainer passes on (e.g. "
+                                     "ray_kwargs.ray_init) or to " + ", ".join(ADDABLE))
     elif key not in keys:
         raise _unknown(key)
     if key in keys:

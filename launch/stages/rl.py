@@ -62,7 +62,7 @@ def data_files(config: DictConfig, rl: RLConfig) -> tuple[str, str]:
     """Absolute train and validation parquet paths; they must exist unless built or only printed."""
     paths = [str(Path(p).expanduser().absolute()) for p in (rl.data.train_files, rl.data.val_files)]
     if rl.data.build is None and not config.dry_run:
-        for key, path in zip(("train_files", "val_files"), paths):
+        for key, path in zip(("train_files", "val_files"), paths, strict=True):
             if not Path(path).is_file():
                 raise RLConfigError(f"rl.data.{key}={path}: no such file (build it with `python -m launch rl_data`)")
     return paths[0], paths[1]
