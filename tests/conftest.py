@@ -20,7 +20,8 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
 
 
 # What `python -m launch ... --dry-run` must never import: the training stack and the tools' heavy parts.
-HEAVY_MODULES = ("torch", "transformers", "llamafactory", "verl", "deepspeed", "av", "openai")
+HEAVY_MODULES = ("torch", "transformers", "llamafactory", "verl", "verl_tool", "vllm", "ray", "deepspeed", "av",
+                 "openai")
 # The turn budget of recipe=tiny, stated in the demo SFT file's system prompt.
 DEMO_MAX_TURNS = 15
 

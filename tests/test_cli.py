@@ -157,7 +157,10 @@ def test_tiny_dry_run_prints_config_and_plan_and_creates_nothing(run_root: Path,
     [
         ["sft", "recipe=tiny", "--dry-run"],
         ["sft", "recipe=qwen3_8b", "--dry-run"],
+        ["rl", "recipe=qwen3_8b", "--dry-run"],
+        ["rl", "recipe=tiny", "--dry-run"],
     ],
+    ids=["sft-tiny", "sft-qwen3_8b", "rl-qwen3_8b", "rl-tiny"],
 )
 def test_dry_run_imports_no_training_stack(argv: list[str], run_root: Path) -> None:
     """A dry run (in a fresh interpreter) imports neither torch, transformers, llamafactory, verl nor deepspeed."""

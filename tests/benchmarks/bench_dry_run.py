@@ -1,7 +1,10 @@
-"""Benchmark: `python -m launch sft --dry-run` wall time against importing LLaMA-Factory.
+"""Benchmark: `python -m launch sft|rl --dry-run` wall time against importing LLaMA-Factory and verl.
 
-The CLI must stay light: printing a Plan imports neither torch nor LLaMA-Factory. Both are timed
-in the same run, each as a fresh interpreter, and the ratio is printed (no timed assertions).
+The CLI must stay light: printing a Plan imports neither torch, LLaMA-Factory nor verl. The RL dry
+run also checks every trainer override against verl-tool's key set; the baseline is how long verl's
+own trainer module takes just to import (PyPI verl, before it could parse a config, start Ray or
+touch a GPU). All are timed in the same run, each as a fresh interpreter, and the ratio is printed
+(no timed assertions).
 
     python -m tests.benchmarks.bench_dry_run [--repeats 5]
 """
@@ -38,9 +41,13 @@ def main() -> None:
         cases = {
             "dry run (python -m launch sft recipe=qwen3_8b --dry-run)":
                 [sys.executable, "-m", "launch", "sft", "recipe=qwen3_8b", f"run_root={run_root}", "--dry-run"],
+            "dry run (python -m launch rl recipe=qwen3_8b --dry-run), every trainer override checked":
+                [sys.executable, "-m", "launch", "rl", "recipe=qwen3_8b", f"run_root={run_root}", "--dry-run"],
             "baseline: python -c 'import llamafactory'": [sys.executable, "-c", "import llamafactory"],
             "baseline: python -c 'from llamafactory.hparams import get_train_args'":
                 [sys.executable, "-c", "from llamafactory.hparams import get_train_args"],
+            "baseline: python -c 'import verl.trainer.main_ppo'":
+                [sys.executable, "-c", "import verl.trainer.main_ppo"],
         }
         # One untimed run each, so the file cache is warm for all of them alike.
         for argv in cases.values():
