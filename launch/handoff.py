@@ -73,7 +73,7 @@ def resolve_model(choice: str | None, run_root: str | Path, stage: str, group: s
         return run_output(path.absolute(), "model")
     if path.is_dir():
         return str(path.absolute())
-    if choice.startswith(("/", ".", "~")):
+    # A hub id is `name` or `org/name`; anything else that does not exist is a mistyped path.
+    if choice.startswith(("/", ".", "~")) or choice.count("/") > 1:
         raise HandoffError(f"model {choice}: no such folder")
-    # A hub id, e.g. Qwen/Qwen3-8B.
     return choice

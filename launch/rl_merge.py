@@ -14,6 +14,7 @@ never imports verl; the target folder must not exist (a merge never overwrites a
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +82,15 @@ def merge(run_dir: Path, step: int | None = None, target: Path | None = None, py
     if target.exists():
         raise MergeError(f"{target} exists; a merge never overwrites a model (choose --output)")
     print(f"[merge] step {chosen}: {actor} -> {target}", flush=True)
-    done = subprocess.run(merge_command(python, actor, target))
+    # verl creates its target before reading a shard: merge into a staging folder, renamed only on success,
+    # so a failed or interrupted merge never leaves a folder that looks like a model (or blocks a retry).
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    done = subprocess.run(merge_command(python, actor, staging))
     if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
         raise MergeError(f"verl's model merger failed with exit code {done.returncode} on {actor}")
+    staging.rename(target)
     return target
 
 

@@ -29,6 +29,8 @@ TRAINER_CONFIG_NAME = "ppo_trainer"
 # verl-tool's reward loader passes `custom_reward_function.reward_kwargs` to the reward function.
 ADDABLE = ("custom_reward_function.reward_kwargs",)
 _DICT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Names Hydra reads back as values, not strings, when they are written bare as mapping keys.
+_KEYWORDS = ("null", "true", "false", "inf", "nan")
 
 
 class TrainerConfigError(ConfigError):
@@ -78,7 +80,7 @@ def render_value(value: Any, key: str) -> str:
         return "[" + ",".join(render_value(item, key) for item in value) + "]"
     if isinstance(value, dict):
         for name in value:
-            if not isinstance(name, str) or not _DICT_KEY.match(name):
+            if not isinstance(name, str) or not _DICT_KEY.match(name) or name.lower() in _KEYWORDS:
                 raise TrainerConfigError(f"{key}: mapping key {name!r} is not a plain identifier")
         return "{" + ",".join(f"{name}:{render_value(item, key)}" for name, item in value.items()) + "}"
     raise TrainerConfigError(f"{key}={value!r}: a {type(value).__name__} cannot be passed to the trainer")
@@ -158,9 +160,14 @@ def check_override(text: str) -> tuple[str, Any]:
         if key not in keys and not _addable(key):
             raise TrainerConfigError(f"+{key}: not in verl-tool's trainer config, and nothing in the trainer would "
                                      "read it; '+' adds only inside a mapping the trainer passes on (e.g. "
-                                     "ray_kwargs.ray_init) or to " + ", ".join(ADDABLE))
+                                     "actor_rollout_ref.model.override_config) or to " + ", ".join(ADDABLE))
     elif key not in keys:
         raise _unknown(key)
+    elif keys[key]["type"] == "dict" and isinstance(value, dict) and set(value) - set(keys[key]["default"] or {}):
+        # Hydra's struct config refuses new names in a mapping set whole; each must be added with '+'.
+        new = sorted(set(value) - set(keys[key]["default"] or {}))
+        raise TrainerConfigError(f"{key}={{...}}: {', '.join(new)} not in its default mapping; add each entry with "
+                                 f"+{key}.NAME=VALUE")
     if key in keys:
         error = _type_error(key, keys[key]["type"], value)
         if error is not None and not (value is None and keys[key]["default"] is None):

@@ -47,11 +47,14 @@ def start_model(config: DictConfig, rl: RLConfig, recipe: str) -> str:
         chosen = resolve_model(rl.model, config.run_root, "sft", recipe)
     except HandoffError as error:
         hint = f"run `python -m launch sft recipe={recipe}` first, or set rl.model=PATH (a model or an SFT run)"
-        if not config.dry_run:
+        # A model named explicitly must exist even in a dry run; only the hand-off may be waiting for SFT.
+        if rl.model is not None or not config.dry_run:
             raise HandoffError(f"rl: {error}; {hint}") from None
         print(f"[launch] warning: {error}; a real run stops here ({hint})", file=sys.stderr)
         return f"<no finished sft run of {recipe}: set rl.model>"
     if isinstance(chosen, Handoff):
+        if not config.dry_run and not Path(chosen.value).is_dir():
+            raise HandoffError(f"rl: SFT run {chosen.run_dir} records model {chosen.value}, which no longer exists")
         print(f"[launch] rl starts from {chosen.value} (the model of SFT run {chosen.run_dir})", file=sys.stderr)
         return chosen.value
     print(f"[launch] rl starts from {chosen} (rl.model)", file=sys.stderr)
@@ -195,7 +198,8 @@ def flat_overrides(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     flat = []
     for name, value in mapping.items():
         key = f"{prefix}{name}"
-        if isinstance(value, dict) and value and key not in trainer_keys():
+        # Walk down to trainer keys; inside a mapping-typed key, each entry becomes its own `+key.name=value`.
+        if isinstance(value, dict) and value and (key not in trainer_keys() or trainer_keys()[key]["type"] == "dict"):
             flat.extend(flat_overrides(value, f"{key}."))
         else:
             flat.append((key, value))
@@ -242,7 +246,7 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     files = [
         FileSpec(TOOL_CONFIG, tool_config_json(config, rl), resolve=True),
         FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
-        FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n"),
+        FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n", resolve=True),
     ]
     before = []
     if rl.data.build:
