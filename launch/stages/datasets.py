@@ -72,6 +72,11 @@ def tool_settings(config: DictConfig) -> ToolSettings:
         raise DatasetConfigError(str(error)) from None
 
 
+def demo_world_dir(config: DictConfig) -> str:
+    """The cached demo world (`tools.demo_world`) the tiny recipe's SFT and RL data are built from."""
+    return str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
+
+
 def sft_data_settings(config: DictConfig) -> dict:
     """The resolved, checked settings `tools.sft_data` reads."""
     section = _section(config, "sft_data")

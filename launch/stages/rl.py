@@ -21,14 +21,14 @@ from launch.compose import PROJECT_ROOT
 from launch.handoff import Handoff, HandoffError, resolve_model
 from launch.plan import FileSpec, Plan, ReadyCheck, Resources, Service, Step
 from launch.rl_merge import CHECKPOINT_DIR, MERGED_DIR
-from launch.stages.datasets import tool_settings
+from launch.stages.datasets import demo_world_dir, tool_settings
 from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
 from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
 from rewards.spec import RewardSpecError, spec_from_dict
 from tools.actions import ANSWER_CLOSE, TOOL_CLOSE
-from tools.tool_settings import ENV_VAR
+from tools.tool_settings import ENV_VAR, ToolSettings
 
 TOOL_CONFIG = "rl/tool.json"
 STOP_TOKENS_FILE = "rl/action_stop_tokens.txt"
@@ -71,9 +71,9 @@ def data_files(config: DictConfig, rl: RLConfig) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def tool_config_json(config: DictConfig, rl: RLConfig) -> str:
+def tool_config_json(tool: ToolSettings, rl: RLConfig) -> str:
     """The tool settings as JSON, the VLM endpoint pointed at the Plan's `vllm serve` when it serves one."""
-    settings = tool_settings(config).to_dict()
+    settings = tool.to_dict()
     if rl.vlm.serve:
         # Sources that use the default endpoint ask the served model; a source with its own endpoint keeps it.
         served = settings["default"]["vlm"]["base_url"]
@@ -93,8 +93,7 @@ def reward_kwargs(config: DictConfig) -> dict:
 
 def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: Path, run_name: str,
                    logger: list[str]) -> dict[str, object]:
-    """Every trainer key this stage sets, by verl-tool's dotted name."""
-    agent_role = check_chat_config(config).observation_role
+    """Every trainer key this stage sets, by verl-tool's dotted name (the chat config is checked by build_plan)."""
     prompt, response = rl.max_prompt_length, rl.max_response_length
     actor, rollout, ref, agent = ("actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref",
                                   "actor_rollout_ref.agent")
@@ -161,7 +160,7 @@ def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: P
         f"{agent}.mask_observations": True,
         # Multi-turn: each observation is a new `user` turn (mtrl_sep stays null: verl-tool derives it).
         f"{agent}.enable_mtrl": True,
-        f"{agent}.mtrl_role": agent_role,
+        f"{agent}.mtrl_role": str(config.chat.observation_role),
         f"{agent}.tool_call_timeout": rl.tool_call_timeout,
         f"{agent}.max_concurrent_trajectories": rl.max_concurrent_trajectories,
         "trainer.logger": logger,
@@ -241,17 +240,17 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     values = trainer_values(config, rl, start_model(config, rl, recipe), run_dir, run_name, logger)
     overrides = [render_override(key, value) for key, value in values.items()]
     checked = check_overrides(overrides)
-    check_trainer_values(checked, float(tool_settings(config).default.vlm.timeout_s))
+    tool = tool_settings(config)
+    check_trainer_values(checked, float(tool.default.vlm.timeout_s))
 
     files = [
-        FileSpec(TOOL_CONFIG, tool_config_json(config, rl), resolve=True),
+        FileSpec(TOOL_CONFIG, tool_config_json(tool, rl), resolve=True),
         FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
         FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n", resolve=True),
     ]
     before = []
     if rl.data.build:
-        world = str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
-        before.append(Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", world,
+        before.append(Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
                                              "--rl-output", str(Path(values["data.train_files"]).parent),
                                              "--max-turns", str(config.agent.max_turns)],
                            skip_if_exists=str(values["data.train_files"])))

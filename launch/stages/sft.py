@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from launch.compose import CONFIG_DIR
 from launch.plan import FileSpec, Plan, Resources, Step
+from launch.stages.datasets import demo_world_dir
 from launch.stages.sft_config import SFTConfig, SFTConfigError, check_sft_config
 from tools.sft_format import DATASET_NAME, dataset_info
 
@@ -153,8 +154,7 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
                            skip_if_exists=f"{model_path}/config.json"))
     if sft.dataset.build:
         # The demo world is shared by every rendering; the SFT file depends on the role and the turn budget.
-        world = str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
-        before.append(Step("build_dataset", [python, "-m", "tools.demo_world", "--output", world,
+        before.append(Step("build_dataset", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
                                              "--sft-output", str(Path(dataset_path).parent),
                                              "--observation-role", chat.observation_role,
                                              "--max-turns", str(config.agent.max_turns)],
