@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from launch import slurm
 from launch.compose import ConfigError, compose_config, expand_sweep, recipe_names, to_container
 from launch.local import LocalExecutor
 from launch.rundir import (
@@ -61,6 +62,7 @@ class Invocation:
 # Utility commands: not Hydra apps; each takes its own arguments. name -> (module, summary).
 UTILITIES = {
     "merge": ("launch.rl_merge", "merge a checkpoint of an RL run into a Hugging Face model (verl's model merger)"),
+    "status": ("launch.status", "each run of a run or sweep directory: state, exit code, Slurm job, results"),
 }
 
 
@@ -100,6 +102,20 @@ def parse_argv(argv: list[str]) -> Invocation | None:
     return invocation
 
 
+def check_launcher(config) -> None:
+    """Check the `launcher` section before a stage reads it: all of slurm's settings, or local's node count."""
+    if config.launcher.name == "slurm":
+        slurm.slurm_settings(config)
+        return
+    for key in ("nodes", "gpus_per_node"):
+        value = config.launcher.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"launcher.{key}={value!r}: expected a whole number >= 0")
+    if config.launcher.nodes != 1:
+        raise ConfigError(f"launcher.nodes={config.launcher.nodes}: launcher=local runs on this node only; "
+                          "use launcher=slurm for several nodes")
+
+
 def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None) -> int:
     """Compose, plan and run (or print) one point; returns its exit code."""
     # The stage may print a Plan whose inputs (an SFT checkpoint, a dataset) do not exist yet only in a dry run.
@@ -111,13 +127,20 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
     if resume and config.name is None:
         raise RunDirError("resume=true needs name=<the run to continue>")
     run_dir = run_dir or run_dir_for(config.run_root, stage, group, name)
-    plan = STAGES[stage].build_plan(config, run_dir, f"{group}/{name}", sys.executable)
+    check_launcher(config)
+    on_slurm = config.launcher.name == "slurm"
+    # A Slurm job may run another interpreter than the one submitting (launcher.python).
+    python = str(config.launcher.get("python") or sys.executable)
+    plan = STAGES[stage].build_plan(config, run_dir, f"{group}/{name}", python)
     resolved = to_container(config)
     if dry_run:
         print("# composed config (secrets removed)")
         print(yaml.safe_dump(redact_secrets(resolved), sort_keys=False))
         print(f"# Plan (dry run: nothing was created or started); run directory would be {run_dir}")
         print(plan.to_yaml())
+        if on_slurm:
+            print("# sbatch script (dry run: nothing was submitted)")
+            print(slurm.dry_run_script(plan, config, f"{group}/{name}", python))
         return 0
     if not resume and run_dir.exists():
         raise RunDirError(f"run directory {run_dir} already exists; choose another name=, "
@@ -129,6 +152,11 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
             print(f"[launch] resume: config differs from the original run: {change}")
     write_config(run_dir, resolved, attempt)
     write_provenance(run_dir, attempt, int(config.seed), PROJECT_ROOT)
+    if on_slurm:
+        job_id, script, log = slurm.submit_plan(plan, config, f"{group}/{name}", python, attempt)
+        print(f"[launch] submitted {stage} run {name} (attempt {attempt}) as Slurm job {job_id}\n"
+              f"[launch]   script: {script}\n[launch]   log:    {log}\n[launch]   run:    {run_dir}")
+        return 0
     print(f"[launch] {stage} run {name} (attempt {attempt}) in {run_dir}")
     return LocalExecutor(plan, attempt).run()
 
@@ -153,10 +181,17 @@ def run_sweep(invocation: Invocation) -> int:
                 claimed.add(sweep_dir)
             with open(sweep_dir / "sweep.yaml", "a") as record:
                 record.write(yaml.safe_dump([{"index": index, "overrides": point}], sort_keys=False))
-        codes.append(run_point(invocation.stage, point, invocation.dry_run, sweep_dir / str(index)))
+        # The points of one sweep share a W&B group: the sweep's name, unless one was given.
+        group_override = [] if any(o.startswith("wandb.group=") for o in point) else [f"wandb.group={sweep_name}"]
+        codes.append(run_point(invocation.stage, [*point, *group_override], invocation.dry_run,
+                               sweep_dir / str(index)))
     failed = [i for i, code in enumerate(codes) if code != 0]
-    print(f"[launch] sweep {sweep_name}: {len(points) - len(failed)} of {len(points)} points succeeded"
+    verb = ("were printed" if invocation.dry_run else
+            "were submitted" if first.launcher.name == "slurm" else "succeeded")
+    print(f"[launch] sweep {sweep_name}: {len(points) - len(failed)} of {len(points)} points {verb}"
           + (f"; failed: {failed}" if failed else ""))
+    if not invocation.dry_run:
+        print(f"[launch] python -m launch status {sweep_dir}")
     return next((codes[i] for i in failed), 0)
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -77,13 +78,16 @@ def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None
 class LocalExecutor:
     """Runs a Plan's services and steps on this node, in order, with logs under the run dir."""
 
-    def __init__(self, plan: Plan, attempt: int, stream: IO[str] | None = None):
+    def __init__(self, plan: Plan, attempt: int, stream: IO[str] | None = None,
+                 resolver: Callable[[str, str | None], str] | None = None, log_suffix: str = ""):
         self.plan = plan
         self.attempt = attempt
         self.run_dir = Path(plan.run_dir)
         self.logs = self.run_dir / "logs"
         self.stream = stream or sys.stdout
-        self.resolve = LocalResolver()
+        self.resolve = resolver or LocalResolver()
+        # Told apart the logs of one step on several nodes (".node1").
+        self.log_suffix = log_suffix
         self.running: list[subprocess.Popen] = []
         self.services: list[tuple[Service, subprocess.Popen, Path]] = []
         self.stop_reason: str | None = None
@@ -184,7 +188,7 @@ class LocalExecutor:
         if step.skip_if_exists and (self.run_dir / step.skip_if_exists).exists():
             self._print(f"[launch] step {step.name}: {step.skip_if_exists} exists, skipped")
             return
-        log_path = self.logs / f"{step.name}.{self.attempt}.log"
+        log_path = self.logs / f"{step.name}.{self.attempt}{self.log_suffix}.log"
         self._print(f"[launch] step {step.name}: {' '.join(step.argv)}")
         with open(log_path, "a") as log:
             process = self._start(self._argv(step.argv), self._env(step.env), subprocess.PIPE)
@@ -228,22 +232,38 @@ class LocalExecutor:
         self._print(f"[launch] received signal {signum}; stopping everything this run started")
         threading.Thread(target=self.stop, args=(f"signal {signum}",), daemon=True).start()
 
-    def run(self) -> int:
-        """Run the whole Plan; returns the exit code to propagate."""
+    def run(self, prepare: bool = True, main: bool = True, finish: bool = True) -> int:
+        """Run the Plan, or a part of it, and return the exit code to propagate.
+
+        `prepare` writes the files and runs the steps before the main command, `main` starts the
+        services and runs the main command, `finish` runs the steps after it and marks the run done.
+        A job over several nodes prepares and finishes on the first node and runs `main` on each.
+        """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.write_files()
-            for service in self.plan.services:
+            if prepare:
+                self.write_files()
+            for service in self.plan.services if main else []:
                 self.start_service(service)
-            for step in self.plan.steps():
+            for step in [*(self.plan.before if prepare else []), *([self.plan.main] if main else []),
+                         *(self.plan.after if finish else [])]:
                 self.run_step(step)
         except PlanFailed as failure:
             self._print(f"[launch] FAILED: {failure}")
+            self.record_exit(failure.exit_code)
             return failure.exit_code
         finally:
             self.stop(self.stop_reason or "plan ended")
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        mark_done(self.run_dir, self.plan.outputs)
-        self._print(f"[launch] finished: {self.run_dir}")
+        if finish:
+            mark_done(self.run_dir, self.plan.outputs)
+            self.record_exit(0)
+            self._print(f"[launch] finished: {self.run_dir}")
         return 0
+
+    def record_exit(self, code: int) -> None:
+        """Write this attempt's exit code, which `python -m launch status` reports."""
+        attempt_dir = self.run_dir / "attempts" / str(self.attempt)
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        (attempt_dir / f"exit_code{self.log_suffix}").write_text(f"{code}\n")

@@ -79,6 +79,12 @@ class Resources:
 
     nodes: int = 1
     gpus_per_node: int = 0
+    # How the main command spans several nodes: "per_node" (one copy on every node, e.g. torchrun,
+    # with the other steps on the first node only) or "ray" (once on the first node, over a Ray
+    # cluster of every node; services run on the first node too).
+    multi_node: str = "per_node"
+    # GPU indices the main command uses on each node (a Ray node offers only these); None: all.
+    main_gpus: list[int] | None = None
 
 
 @dataclass

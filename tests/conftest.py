@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The local Slurm cluster fixture, for every test that submits real jobs.
+from tests.slurm_cluster import slurm  # noqa: F401
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -264,7 +264,8 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
         Step("chat_template", [python, "-m", "tools.chat_template", "--model", str(run_dir / MERGED_DIR),
                                "--template", chat.template]),
     ]
-    resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node))
+    resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node),
+                          multi_node="ray", main_gpus=list(trainer_gpus))
     return Plan(stage="rl", run_dir=str(run_dir), main=main, files=files, services=services, before=before,
                 after=after, resources=resources,
                 outputs={"model": str(run_dir / MERGED_DIR), "checkpoints": str(run_dir / CHECKPOINT_DIR)})

@@ -49,6 +49,9 @@ def report_settings(mode: str, config: DictConfig, key: str = "sft.report_to",
     env = {"WANDB_PROJECT": str(config.wandb.project), "WANDB_DIR": "."}
     if config.wandb.entity:
         env["WANDB_ENTITY"] = str(config.wandb.entity)
+    if config.wandb.get("group"):
+        # The runs of one sweep share a W&B group (the sweep's name), so they plot side by side.
+        env["WANDB_RUN_GROUP"] = str(config.wandb.group)
     if mode == "offline":
         env["WANDB_MODE"] = "offline"
     return "wandb", env
@@ -123,13 +126,13 @@ def export_args(config: DictConfig, run_dir: Path) -> dict:
 def distributed_env(config: DictConfig, sft: SFTConfig) -> dict[str, str]:
     """Environment for LLaMA-Factory's own torchrun launch, or for a CPU-only run."""
     gpus, nodes = int(config.launcher.gpus_per_node), int(config.launcher.nodes)
-    if gpus == 0 and not sft.deepspeed:
-        # A CPU recipe stays on the CPU even on a GPU node.
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    if gpus <= 1 and nodes == 1 and not sft.deepspeed:
-        return {}
-    # DeepSpeed and multi-GPU need torchrun; the executor resolves the placeholders per node.
+    # A CPU recipe stays on the CPU even on a GPU node.
+    cpu_only = {"CUDA_VISIBLE_DEVICES": ""} if gpus == 0 and not sft.deepspeed else {}
+    if nodes == 1 and (cpu_only or (gpus <= 1 and not sft.deepspeed)):
+        return cpu_only
+    # DeepSpeed, several GPUs and several nodes need torchrun; the executor resolves the placeholders per node.
     return {
+        **cpu_only,
         "FORCE_TORCHRUN": "1",
         "NPROC_PER_NODE": str(max(gpus, 1)),
         "NNODES": "{{nnodes}}",

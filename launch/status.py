@@ -1,0 +1,129 @@
+"""`python -m launch status RUN_OR_SWEEP_DIR`: each run's state, exit code, job and results.
+
+A run's state comes from Slurm while it knows the job (`scontrol -o show job`, since there may be
+no accounting database), and otherwise from the run directory: `DONE` means finished, an
+attempt's `exit_code` file tells how it ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from launch.rundir import DONE_MARKER, is_finished
+from launch.slurm import recorded_jobs
+
+SWEEP_FILE = "sweep.yaml"
+# A field starts where a space is followed by `Key=`; Slurm's keys start with a capital letter and may hold
+# ':' or '/' (AllocNode:Sid, CPUs/Task). A value runs until the next such key, so it may hold spaces.
+FIELD_START = re.compile(r"(?:^| )([A-Z][A-Za-z0-9_:/]*)=")
+# Slurm job states of a job that has not ended yet.
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                 "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+
+
+@dataclass
+class RunStatus:
+    """One run as `status` reports it."""
+
+    run_dir: Path
+    state: str
+    exit_code: int | None
+    job_id: str | None
+    where: str
+
+
+def parse_scontrol(line: str) -> dict[str, str]:
+    """The `Key=Value` fields of one `scontrol -o show job` line; values may hold spaces (JobName, Command)."""
+    starts = list(FIELD_START.finditer(line))
+    fields = {}
+    for match, following in zip(starts, [*starts[1:], None], strict=True):
+        end = following.start() if following is not None else len(line)
+        fields[match.group(1)] = line[match.end():end].strip()
+    return fields
+
+
+def slurm_job(job_id: str) -> dict[str, str] | None:
+    """What Slurm says about a job, or None when it no longer knows it (or there is no Slurm here)."""
+    try:
+        done = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 or not done.stdout.strip():
+        return None
+    return parse_scontrol(done.stdout.strip().splitlines()[0])
+
+
+def recorded_exit(run_dir: Path) -> int | None:
+    """The exit code written by the newest attempt that wrote one on its first node."""
+    attempts = sorted((p for p in (run_dir / "attempts").glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    for attempt in reversed(attempts):
+        path = attempt / "exit_code"
+        if path.is_file():
+            return int(path.read_text().strip())
+    return None
+
+
+def run_status(run_dir: Path) -> RunStatus:
+    """The state of one run directory."""
+    jobs = recorded_jobs(run_dir)
+    job_id = jobs[-1][1] if jobs else None
+    if is_finished(run_dir):
+        outputs = (yaml.safe_load((run_dir / DONE_MARKER).read_text()) or {}).get("outputs") or {}
+        where = ", ".join(f"{name}: {path}" for name, path in outputs.items()) or str(run_dir)
+        return RunStatus(run_dir, "COMPLETED", 0, job_id, where)
+    job = slurm_job(job_id) if job_id else None
+    code = recorded_exit(run_dir)
+    if job:
+        slurm_code = int(job.get("ExitCode", "0:0").split(":")[0])
+        state = job.get("JobState", "UNKNOWN")
+        restarts = job.get("Restarts", "0")
+        if restarts != "0":
+            state += f" (requeued {restarts}x)"
+        ended = state.split()[0] not in ACTIVE_STATES
+        exit_code = (slurm_code if code is None else code) if ended else None
+        return RunStatus(run_dir, state, exit_code, job_id, job.get("StdOut", ""))
+    if code is not None:
+        return RunStatus(run_dir, "FAILED" if code else "ENDED", code, job_id, str(run_dir / "logs"))
+    state = "UNKNOWN (Slurm no longer knows the job)" if job_id else "NOT FINISHED"
+    return RunStatus(run_dir, state, None, job_id, str(run_dir / "logs"))
+
+
+def sweep_points(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """(label, run directory) of every point of a sweep, in index order."""
+    points = yaml.safe_load((sweep_dir / SWEEP_FILE).read_text()) or []
+    return [(f"{p['index']}: {' '.join(p['overrides'])}", sweep_dir / str(p["index"])) for p in points]
+
+
+def format_table(rows: list[tuple[str, RunStatus]]) -> str:
+    """A plain-text table of runs."""
+    header = ("run", "state", "exit", "job", "results or log")
+    cells = [header] + [(label, s.state, "" if s.exit_code is None else str(s.exit_code), s.job_id or "-", s.where)
+                        for label, s in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
+                     for row in cells)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m launch status`; 0 when every run finished, 1 otherwise."""
+    parser = argparse.ArgumentParser(prog="python -m launch status", description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="a run directory, or a sweep's directory (holds sweep.yaml)")
+    args = parser.parse_args(argv)
+    directory = args.directory.expanduser().absolute()
+    if (directory / SWEEP_FILE).is_file():
+        rows = [(label, run_status(run_dir)) for label, run_dir in sweep_points(directory)]
+    elif (directory / "config.yaml").is_file():
+        rows = [(directory.name, run_status(directory))]
+    else:
+        print(f"error: {directory} is neither a run directory (config.yaml) nor a sweep directory ({SWEEP_FILE})",
+              file=sys.stderr)
+        return 2
+    print(format_table(rows))
+    return 0 if all(status.state == "COMPLETED" for _, status in rows) else 1
