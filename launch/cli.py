@@ -116,13 +116,17 @@ def check_launcher(config) -> None:
                           "use launcher=slurm for several nodes")
 
 
-def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None) -> int:
-    """Compose, plan and run (or print) one point; returns its exit code."""
+def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None,
+              point_name: str | None = None) -> int:
+    """Compose, plan and run (or print) one point; returns its exit code.
+
+    A sweep point passes its directory and its name (`<sweep>-<index>`: the W&B run and the Slurm job).
+    """
     # The stage may print a Plan whose inputs (an SFT checkpoint, a dataset) do not exist yet only in a dry run.
     composed = compose_config(stage, [*overrides, f"dry_run={str(dry_run).lower()}"], STAGES[stage].needs_recipe)
     config = composed.config
     group = STAGES[stage].run_group(config, composed.recipe)
-    name = str(config.name) if config.name is not None else new_run_name()
+    name = point_name or (str(config.name) if config.name is not None else new_run_name())
     resume = bool(config.resume)
     if resume and config.name is None:
         raise RunDirError("resume=true needs name=<the run to continue>")
@@ -168,7 +172,8 @@ def run_sweep(invocation: Invocation) -> int:
     first = compose_config(invocation.stage, points[0], stage.needs_recipe).config
     sweep_name = str(first.name) if first.name is not None else new_run_name()
     codes = []
-    claimed: set[Path] = set()
+    # Usually one directory; a sweep over a key that picks the run group (audit's reward preset) has one per group.
+    claimed: list[Path] = []
     for index, point in enumerate(points):
         print(f"[launch] sweep point {index}/{len(points)}: {' '.join(point)}")
         composed = compose_config(invocation.stage, point, stage.needs_recipe)
@@ -178,20 +183,20 @@ def run_sweep(invocation: Invocation) -> int:
             if sweep_dir not in claimed and not composed.config.resume:
                 # The sweep's directory is new, like a run's: an existing sweep is never overwritten.
                 create_new_dir(sweep_dir)
-                claimed.add(sweep_dir)
+                claimed.append(sweep_dir)
             with open(sweep_dir / "sweep.yaml", "a") as record:
                 record.write(yaml.safe_dump([{"index": index, "overrides": point}], sort_keys=False))
         # The points of one sweep share a W&B group: the sweep's name, unless one was given.
         group_override = [] if any(o.startswith("wandb.group=") for o in point) else [f"wandb.group={sweep_name}"]
         codes.append(run_point(invocation.stage, [*point, *group_override], invocation.dry_run,
-                               sweep_dir / str(index)))
+                               sweep_dir / str(index), f"{sweep_name}-{index}"))
     failed = [i for i, code in enumerate(codes) if code != 0]
     verb = ("were printed" if invocation.dry_run else
             "were submitted" if first.launcher.name == "slurm" else "succeeded")
     print(f"[launch] sweep {sweep_name}: {len(points) - len(failed)} of {len(points)} points {verb}"
           + (f"; failed: {failed}" if failed else ""))
-    if not invocation.dry_run:
-        print(f"[launch] python -m launch status {sweep_dir}")
+    for directory in claimed:
+        print(f"[launch] python -m launch status {directory}")
     return next((codes[i] for i in failed), 0)
 
 

@@ -240,6 +240,7 @@ class LocalExecutor:
         A job over several nodes prepares and finishes on the first node and runs `main` on each.
         """
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.logs.mkdir(parents=True, exist_ok=True)
         try:
             if prepare:
                 self.write_files()

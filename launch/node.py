@@ -60,8 +60,14 @@ class SlurmNodeResolver:
 
 def print_ports(keys: list[str]) -> None:
     """Print `export VAR=PORT` for each key: ports free on this node, to be shared by every node."""
+    taken: set[int] = set()
     for key in keys:
-        print(f"export {port_var(key)}={free_port()}")
+        port = free_port()
+        # Each port is free now; two keys must not get the same one either.
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        print(f"export {port_var(key)}={port}")
 
 
 def run_part(part: str, plan_path: Path, attempt: int) -> int:

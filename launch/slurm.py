@@ -254,6 +254,11 @@ def submit_plan(plan: Plan, config: DictConfig, run_name: str, python: str, atte
     script_path = submission / "job.sbatch"
     script_path.write_text(script)
     (run_dir / "logs").mkdir(exist_ok=True)
-    job_id = submit(script_path)
+    try:
+        job_id = submit(script_path)
+    except SlurmError as error:
+        again = ("submit the sweep again under another name=" if (run_dir.parent / "sweep.yaml").exists() else
+                 f"submit it again with resume=true name={run_dir.name}")
+        raise SlurmError(f"{error}\nThe run directory {run_dir} stays as it is; fix the cause and {again}") from None
     record_job(run_dir, attempt, job_id, script_path)
     return job_id, script_path, run_dir / "logs" / f"slurm-{job_id}.out"

@@ -81,7 +81,10 @@ def run_status(run_dir: Path) -> RunStatus:
     job = slurm_job(job_id) if job_id else None
     code = recorded_exit(run_dir)
     if job:
-        slurm_code = int(job.get("ExitCode", "0:0").split(":")[0])
+        # ExitCode is "code:signal"; a job killed by a signal reports 128 + signal, as a shell would.
+        status_code, _, signal_number = job.get("ExitCode", "0:0").partition(":")
+        slurm_code = int(status_code) or (128 + int(signal_number) if signal_number.isdigit() and
+                                          int(signal_number) else 0)
         state = job.get("JobState", "UNKNOWN")
         restarts = job.get("Restarts", "0")
         if restarts != "0":

@@ -251,7 +251,7 @@ def test_multirun_dry_run_prints_one_plan_per_point(env: dict[str, str], tmp_pat
     assert [rendered(p, "llamafactory/train.yaml")["learning_rate"] for p in points] == [1e-4, 2e-4]
     dirs = [Path(p.run_dir) for p in points]
     assert [d.name for d in dirs] == ["0", "1"] and dirs[0].parent == dirs[1].parent
-    assert "2 of 2 points succeeded" in result.out
+    assert "2 of 2 points were printed" in result.out
     assert not root.exists()
 
 
