@@ -86,7 +86,7 @@ class LocalExecutor:
         self.logs = self.run_dir / "logs"
         self.stream = stream or sys.stdout
         self.resolve = resolver or LocalResolver()
-        # Told apart the logs of one step on several nodes (".node1").
+        # Tells apart the logs of one step on several nodes (".node1").
         self.log_suffix = log_suffix
         self.running: list[subprocess.Popen] = []
         self.services: list[tuple[Service, subprocess.Popen, Path]] = []
