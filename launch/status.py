@@ -49,6 +49,14 @@ def parse_scontrol(line: str) -> dict[str, str]:
     return fields
 
 
+def exit_code_of(slurm_exit: str) -> int:
+    """A shell-style exit code from Slurm's "code:signal": the code, or 128 + the signal that killed the job."""
+    code, _, signal_number = slurm_exit.partition(":")
+    if int(code) == 0 and signal_number.isdigit() and int(signal_number) > 0:
+        return 128 + int(signal_number)
+    return int(code)
+
+
 def slurm_job(job_id: str) -> dict[str, str] | None:
     """What Slurm says about a job, or None when it no longer knows it (or there is no Slurm here)."""
     try:
@@ -81,10 +89,7 @@ def run_status(run_dir: Path) -> RunStatus:
     job = slurm_job(job_id) if job_id else None
     code = recorded_exit(run_dir)
     if job:
-        # ExitCode is "code:signal"; a job killed by a signal reports 128 + signal, as a shell would.
-        status_code, _, signal_number = job.get("ExitCode", "0:0").partition(":")
-        slurm_code = int(status_code) or (128 + int(signal_number) if signal_number.isdigit() and
-                                          int(signal_number) else 0)
+        slurm_code = exit_code_of(job.get("ExitCode", "0:0"))
         state = job.get("JobState", "UNKNOWN")
         restarts = job.get("Restarts", "0")
         if restarts != "0":
