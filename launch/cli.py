@@ -61,6 +61,7 @@ class Invocation:
 
 # Utility commands: not Hydra apps; each takes its own arguments. name -> (module, summary).
 UTILITIES = {
+    "compare": ("launch.compare", "two evaluation results.json side by side: metrics, categories, paired questions"),
     "merge": ("launch.rl_merge", "merge a checkpoint of an RL run into a Hugging Face model (verl's model merger)"),
     "status": ("launch.status", "each run of a run or sweep directory: state, exit code, Slurm job, results"),
 }

@@ -123,16 +123,17 @@ def test_videomme_strips_letter_prefixes(tmp_path: Path, options: list) -> None:
 
 @pytest.mark.parametrize("name", ["videomme.json", "videomme.jsonl", "videomme.parquet"])
 def test_videomme_reads_every_field(tmp_path: Path, name: str) -> None:
-    """videoID is the stem, the category duration becomes None, and a row without videoID falls back to video_id."""
+    """videoID is the stem, the length class is kept apart from duration (None), and a row without videoID falls
+    back to video_id."""
     rows = [videomme_row(), videomme_row(videoID=None, question_id="002-1", answer="D")]
     questions, rejected = read_annotations(write(tmp_path, name, rows), "videomme")
     assert rejected == []
     options = ("Apples.", "Candles.", "Berries.", "The three kinds are equal.")
     assert questions == [
         AnnotatedQuestion(row=1, question_id="001-1", video_uid="fFjv93ACGo8", question="What is lit?",
-                          options=options, answer="B", clue_intervals=(), duration=None, fps=None),
+                          options=options, answer="B", clue_intervals=(), duration=None, fps=None, length="medium"),
         AnnotatedQuestion(row=2, question_id="002-1", video_uid="001", question="What is lit?",
-                          options=options, answer="D", clue_intervals=(), duration=None, fps=None)]
+                          options=options, answer="D", clue_intervals=(), duration=None, fps=None, length="medium")]
 
 
 @pytest.mark.parametrize("name", ["video_info.meta.jsonl", "lvbench.json", "lvbench.parquet"])
@@ -144,13 +145,16 @@ def test_lvbench_reads_several_questions_per_video(tmp_path: Path, name: str) ->
     questions, rejected = read_annotations(write(tmp_path, name, rows), "lvbench")
     assert rejected == []
     years = ("1636", "1366", "1363", "1633")
+    # LVBench's question_type is a list: each of its entries is a category of the question.
+    kinds = ("key information retrieval",)
     assert questions == [
         AnnotatedQuestion(row=1, question_id="1", video_uid="vid-9", question="What year appears on the sign?",
-                          options=years, answer="D", clue_intervals=(), duration=None, fps=25.0),
+                          options=years, answer="D", clue_intervals=(), duration=None, fps=25.0, categories=kinds),
         AnnotatedQuestion(row=1, question_id="vid-9-2", video_uid="vid-9", question="Who speaks first?",
-                          options=("the host", "a guest"), answer="B", clue_intervals=(), duration=None, fps=25.0),
+                          options=("the host", "a guest"), answer="B", clue_intervals=(), duration=None, fps=25.0,
+                          categories=kinds),
         AnnotatedQuestion(row=2, question_id="1", video_uid="vid-10", question="What year appears on the sign?",
-                          options=years, answer="D", clue_intervals=(), duration=None, fps=None)]
+                          options=years, answer="D", clue_intervals=(), duration=None, fps=None, categories=kinds)]
 
 
 def test_parquet_missing_values_read_as_absent(tmp_path: Path) -> None:

@@ -208,8 +208,8 @@ CHECK_ROWS = [
     ("correct-flag-disagrees", lambda d: d.update(correct=False), {}, 0, "answer_mismatch"),
     ("wrong-answer", _wrong, {}, 0, "wrong_answer"),
     ("wrong-answer-kept", _wrong, {"keep_wrong": True}, 0, None),
-    ("hinted-kept-by-default", lambda d: d.update(hinted=True), {}, 0, None),
-    ("hinted-dropped", lambda d: d.update(hinted=True), {"keep_hinted": False}, 0, "hinted"),
+    ("hinted-dropped-by-default", lambda d: d.update(hinted=True), {}, 0, "hinted"),
+    ("hinted-kept", lambda d: d.update(hinted=True), {"keep_hinted": True}, 0, None),
     ("answer-letter-then-text", _answer_b("B. a dog"), {}, 0, None),
     ("answer-letter-in-brackets", _answer_b("(B)"), {}, 0, None),
     ("answer-by-option-text", _answer_b("a dog"), {}, 0, None),
@@ -335,7 +335,7 @@ def test_build_with_nothing_kept_names_dropped_jsonl(demo_root: Path, demo_lines
 def test_settings_from_dict_rejects_bad_values(demo_root: Path, change: dict, error: type, message: str) -> None:
     """SFTDataSettings.from_dict re-checks the source and that the input exists."""
     data = {"source": "trajectories", "input": str(demo_root / "trajectories.jsonl"), "observation_role": "user",
-            "max_turns": 15, "keep_wrong": False, "keep_hinted": True, "keep_invalid_turns": False,
+            "max_turns": 15, "keep_wrong": False, "keep_hinted": False, "keep_invalid_turns": False,
             "caption_dirs": {"default": str(demo_root / "captions")}}
     assert SFTDataSettings.from_dict(data).checks == Checks(15)
     with pytest.raises(error, match=re.escape(message)):

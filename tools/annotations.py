@@ -52,6 +52,11 @@ class AnnotatedQuestion:
     # Seconds when the annotation gives them exactly, else None.
     duration: float | None
     fps: float | None
+    # The benchmark's categories of this question (CG-Bench sub_category, Video-MME task_type, LVBench
+    # question_type, which may list several); the evaluation reports accuracy per category.
+    categories: tuple[str, ...] = ()
+    # Video-MME's video length class (short, medium, long); None elsewhere.
+    length: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,16 @@ def _positive(value: object, field: str, reason: str) -> float | None:
     return float(value)
 
 
+def _categories(value: object, field: str) -> tuple[str, ...]:
+    """A category string, or a list of them, as a tuple; none when absent."""
+    if value is None or value == "":
+        return ()
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) and item.strip() for item in values):
+        raise _RowError("bad_field", field, value, "a category name or a list of them")
+    return tuple(item.strip() for item in values)
+
+
 def _cgbench(record: dict, row: int) -> list[AnnotatedQuestion]:
     """The one CG-Bench question of `record`."""
     uid = _video_uid(record, "video_uid")
@@ -180,7 +195,8 @@ def _cgbench(record: dict, row: int) -> list[AnnotatedQuestion]:
         answer=_answer(record.get("right_answer"), "right_answer", options),
         clue_intervals=_clue_intervals(record.get("clue_intervals"), "clue_intervals"),
         duration=_positive(record.get("duration"), "duration", "bad_duration"),
-        fps=_positive(record.get("fps"), "fps", "bad_fps"))]
+        fps=_positive(record.get("fps"), "fps", "bad_fps"),
+        categories=_categories(record.get("sub_category", record.get("domain")), "sub_category"))]
 
 
 def _videomme(record: dict, row: int) -> list[AnnotatedQuestion]:
@@ -190,7 +206,17 @@ def _videomme(record: dict, row: int) -> list[AnnotatedQuestion]:
     return [AnnotatedQuestion(
         row=row, question_id=_question_id(record, "question_id", f"{uid}-{row}"), video_uid=uid,
         question=_text(record, "question"), options=options, answer=_answer(record.get("answer"), "answer", options),
-        clue_intervals=(), duration=None, fps=None)]
+        clue_intervals=(), duration=None, fps=None, categories=_categories(record.get("task_type"), "task_type"),
+        length=_length(record.get("duration")))]
+
+
+def _length(value: object) -> str | None:
+    """Video-MME's length class from its `duration` column (short, medium or long); None when it is absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in ("short", "medium", "long"):
+        raise _RowError("bad_field", "duration", value, "Video-MME's length class: short, medium or long")
+    return value.strip().lower()
 
 
 def _lvbench_question(qa: object, key: str, position: int, fps: float | None, row: int) -> AnnotatedQuestion:
@@ -210,7 +236,8 @@ def _lvbench_question(qa: object, key: str, position: int, fps: float | None, ro
     return AnnotatedQuestion(
         row=row, question_id=_question_id(qa, "uid", f"{key}-{position}"), video_uid=key,
         question="\n".join(lines[:first]).strip(), options=options,
-        answer=_answer(qa.get("answer"), f"{name}.answer", options), clue_intervals=(), duration=None, fps=fps)
+        answer=_answer(qa.get("answer"), f"{name}.answer", options), clue_intervals=(), duration=None, fps=fps,
+        categories=_categories(qa.get("question_type"), f"{name}.question_type"))
 
 
 def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict | _RowError]]:

@@ -52,7 +52,7 @@ class Checks:
 
     max_turns: int
     keep_wrong: bool = False
-    keep_hinted: bool = True
+    keep_hinted: bool = False
     keep_invalid_turns: bool = False
 
 

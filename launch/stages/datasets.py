@@ -39,7 +39,7 @@ def _section(config: DictConfig, stage: str) -> dict:
     return OmegaConf.to_container(section, resolve=True)
 
 
-def _existing(path: object, key: str, folder: bool = False) -> str:
+def existing_path(path: object, key: str, folder: bool = False) -> str:
     """`path` made absolute; DatasetConfigError naming `key` unless it is an existing file (or folder)."""
     if not isinstance(path, str) or not path:
         raise DatasetConfigError(f"{key}={path!r}: expected a path")
@@ -56,7 +56,7 @@ def _flags(section: dict, stage: str, keys: tuple[str, ...]) -> None:
             raise DatasetConfigError(f"{stage}.{key}={section[key]!r}: expected true or false")
 
 
-def _max_turns(config: DictConfig) -> int:
+def max_turns_of(config: DictConfig) -> int:
     """The recipe's agent.max_turns, checked."""
     value = OmegaConf.select(config, "agent.max_turns")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -93,9 +93,9 @@ def sft_data_settings(config: DictConfig) -> dict:
     tokenizer = section["tokenizer"]
     if tokenizer is not None and Path(str(tokenizer)).expanduser().exists():
         tokenizer = str(Path(tokenizer).expanduser().absolute())
-    return {"source": section["source"], "input": _existing(section["input"], "sft_data.input"),
+    return {"source": section["source"], "input": existing_path(section["input"], "sft_data.input"),
             "observation_role": chat.observation_role, "chat_template": chat.template,
-            "max_turns": _max_turns(config), "cutoff_len": cutoff_len, "keep_wrong": section["keep_wrong"],
+            "max_turns": max_turns_of(config), "cutoff_len": cutoff_len, "keep_wrong": section["keep_wrong"],
             "keep_hinted": section["keep_hinted"], "keep_invalid_turns": section["keep_invalid_turns"],
             "tokenizer": tokenizer, "caption_dirs": caption_dirs}
 
@@ -120,10 +120,10 @@ def rl_data_settings(config: DictConfig) -> dict:
         caption_key = (f"rl_data.caption_dir (unset, so the tool's folder for {section['data_source']}: "
                        f"tool.sources.{section['data_source']}.caption_dir or tool.default.caption_dir)")
     video_dir = section["video_dir"]
-    return {"annotations": _existing(section["annotations"], "rl_data.annotations"), "format": section["format"],
-            "data_source": section["data_source"], "caption_dir": _existing(caption_dir, caption_key, True),
-            "video_dir": None if video_dir is None else _existing(video_dir, "rl_data.video_dir", True),
-            "max_turns": _max_turns(config), "val_fraction": float(fraction), "seed": int(section["seed"])}
+    return {"annotations": existing_path(section["annotations"], "rl_data.annotations"), "format": section["format"],
+            "data_source": section["data_source"], "caption_dir": existing_path(caption_dir, caption_key, True),
+            "video_dir": None if video_dir is None else existing_path(video_dir, "rl_data.video_dir", True),
+            "max_turns": max_turns_of(config), "val_fraction": float(fraction), "seed": int(section["seed"])}
 
 
 def _plan(stage: str, settings: dict, run_dir: Path, python: str, outputs: dict[str, str]) -> Plan:

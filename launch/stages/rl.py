@@ -23,6 +23,7 @@ from launch.plan import FileSpec, Plan, ReadyCheck, Resources, Service, Step
 from launch.rl_merge import CHECKPOINT_DIR, MERGED_DIR
 from launch.stages.datasets import demo_world_dir, tool_settings
 from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
+from launch.stages.serving import tool_settings_dict, vllm_service
 from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
@@ -37,8 +38,7 @@ ROLLOUT_DIR = "rollouts"
 VALIDATION_DIR = "validation"
 REWARD_ENTRY = PROJECT_ROOT / "rewards" / "verl_entry.py"
 REWARD_FUNCTION = "compute_score"
-TOOL_PORT, VLM_PORT = "{{free_port:tool}}", "{{free_port:vlm}}"
-VLM_URL = f"http://127.0.0.1:{VLM_PORT}/v1"
+TOOL_PORT = "{{free_port:tool}}"
 
 
 def start_model(config: DictConfig, rl: RLConfig, recipe: str) -> str:
@@ -73,14 +73,7 @@ def data_files(config: DictConfig, rl: RLConfig) -> tuple[str, str]:
 
 def tool_config_json(tool: ToolSettings, rl: RLConfig) -> str:
     """The tool settings as JSON, the VLM endpoint pointed at the Plan's `vllm serve` when it serves one."""
-    settings = tool.to_dict()
-    if rl.vlm.serve:
-        # Sources that use the default endpoint ask the served model; a source with its own endpoint keeps it.
-        served = settings["default"]["vlm"]["base_url"]
-        for source in [settings["default"], *settings["sources"].values()]:
-            if source["vlm"]["base_url"] == served:
-                source["vlm"].update(base_url=VLM_URL, model=rl.vlm.model)
-    return json.dumps(settings, indent=2) + "\n"
+    return json.dumps(tool_settings_dict(tool, rl.vlm.model if rl.vlm.serve else None), indent=2) + "\n"
 
 
 def reward_kwargs(config: DictConfig) -> dict:
@@ -207,12 +200,9 @@ def flat_overrides(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 def vlm_service(rl: RLConfig, gpus: list[int]) -> Service:
     """`vllm serve` with the paper's flags on the recipe's GPUs, under the model name the tool asks for."""
-    argv = ["vllm", "serve", rl.vlm.model, "--served-model-name", rl.vlm.model, "--host", "127.0.0.1",
-            "--port", VLM_PORT, "--tensor-parallel-size", str(len(gpus)), "--max-model-len", str(rl.vlm.max_model_len),
-            "--gpu-memory-utilization", str(rl.vlm.gpu_memory_utilization), *rl.vlm.extra_args]
-    return Service("vlm", argv, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))},
-                   ready=ReadyCheck(http_url=f"http://127.0.0.1:{VLM_PORT}/health", timeout_s=rl.vlm.ready_timeout_s),
-                   gpus=len(gpus))
+    vlm = rl.vlm
+    return vllm_service("vlm", vlm.model, vlm.model, gpus, vlm.max_model_len, vlm.gpu_memory_utilization,
+                        vlm.extra_args, vlm.ready_timeout_s)
 
 
 def tool_service(rl: RLConfig, run_dir: Path, python: str) -> Service:

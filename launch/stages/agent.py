@@ -1,0 +1,177 @@
+"""The agent-loop stages: `eval` (the trained model on a benchmark) and `trajectories` (a teacher's SFT data).
+
+Both render one settings file, `<stage>/settings.json`, and run `python -m tools.agent_run` on it,
+which writes its results beside it. The questions come from the chosen benchmark (`benchmark=`),
+the turn limit from the recipe (`agent.max_turns`, as RL), the tool from the `tool` config with the
+benchmark's folders for its data source. Eval can serve the model (and the VLM) with `vllm serve`
+as services of the Plan; the teacher is a remote endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from launch.handoff import Handoff, HandoffError, resolve_model
+from launch.plan import FileSpec, Plan, Resources, Step
+from launch.stages.datasets import (
+    ANNOTATION_FORMATS,
+    DatasetConfigError,
+    demo_world_dir,
+    existing_path,
+    max_turns_of,
+    tool_settings,
+)
+from launch.stages.serving import local_url, tool_settings_dict, vllm_service
+from launch.stages.sft_config import check_chat_config
+from tools.vlm_endpoint import VLMEndpoint
+
+LENGTHS = ("short", "medium", "long")
+GENERATION_KEYS = ("top_p", "send_stop", "vllm_stop", "question_timeout_s", "extra_body")
+
+
+class AgentConfigError(DatasetConfigError):
+    """An eval or trajectories setting is missing or wrong; the message names the key."""
+
+
+def benchmark_spec(config: DictConfig, stage: str) -> dict:
+    """The chosen benchmark, checked; its folders made absolute."""
+    if OmegaConf.select(config, "benchmark") is None:
+        raise AgentConfigError(f"{stage}: choose a question set with benchmark=NAME (lvbench, videomme_long, "
+                               "cgbench, or demo)")
+    spec = OmegaConf.to_container(config.benchmark, resolve=True)
+    if spec.get("format") not in ANNOTATION_FORMATS:
+        raise AgentConfigError(f"benchmark.format={spec.get('format')!r}: expected one of "
+                               f"{', '.join(ANNOTATION_FORMATS)}")
+    if spec.get("length") not in (None, *LENGTHS):
+        raise AgentConfigError(f"benchmark.length={spec['length']!r}: expected null or one of {', '.join(LENGTHS)}")
+    limit = spec.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise AgentConfigError(f"benchmark.limit={limit!r}: expected null or a positive integer")
+    tool = tool_settings(config).for_source(spec["data_source"])
+    building = spec.get("build") == "demo"
+    for key, fallback in (("caption_dir", tool.caption_dir), ("video_dir", tool.video_dir)):
+        path = spec.get(key) or fallback
+        spec[key] = str(Path(path).expanduser().absolute()) if (building or config.dry_run) else \
+            existing_path(path, f"benchmark.{key}", folder=True)
+    spec["annotations"] = str(Path(spec["annotations"]).expanduser().absolute()) if (building or config.dry_run) \
+        else existing_path(spec["annotations"], "benchmark.annotations")
+    return spec
+
+
+def _positive(section: dict, stage: str, key: str, minimum: int = 1) -> int:
+    """An integer setting of at least `minimum`."""
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AgentConfigError(f"{stage}.{key}={value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def run_settings(config: DictConfig, stage: str, endpoint: dict, spec: dict) -> dict:
+    """The settings `tools.agent_run` reads, every value checked and resolved."""
+    section = OmegaConf.to_container(config[stage], resolve=True)
+    for key in ("send_stop", "vllm_stop") + (("hints",) if stage == "trajectories" else ()):
+        if not isinstance(section[key], bool):
+            raise AgentConfigError(f"{stage}.{key}={section[key]!r}: expected true or false")
+    try:
+        VLMEndpoint.from_dict(endpoint, f"{stage}.endpoint")
+    except (TypeError, ValueError) as error:
+        raise AgentConfigError(str(error)) from None
+    prompt_file = section["system_prompt_file"]
+    if prompt_file is not None:
+        prompt_file = existing_path(prompt_file, f"{stage}.system_prompt_file")
+    # Sources served from the benchmark's folders: the tool reads the same trees the questions were built from.
+    tool = tool_settings_dict(tool_settings(config), served_vlm(config, stage))
+    tool["sources"][spec["data_source"]] = {**tool["sources"].get(spec["data_source"], tool["default"]),
+                                            "caption_dir": spec["caption_dir"], "video_dir": spec["video_dir"]}
+    generation = {key: section[key] for key in GENERATION_KEYS}
+    generation["max_turns"] = max_turns_of(config)
+    return {"mode": stage, "benchmark": spec["name"], "questions": spec, "generation": generation,
+            "model": endpoint, "tool": tool, "concurrency": _positive(section, stage, "concurrency"),
+            "system_prompt_file": prompt_file, "hints": bool(section.get("hints", False)),
+            "attempts": _positive(section, stage, "attempts") if "attempts" in section else 1,
+            "max_failed_questions": _positive(section, stage, "max_failed_questions", 0)}
+
+
+def served_vlm(config: DictConfig, stage: str) -> str | None:
+    """The VLM model name this Plan serves (eval with `eval.vlm.serve`), else None."""
+    vlm = OmegaConf.select(config, f"{stage}.vlm")
+    return str(vlm.model) if vlm is not None and vlm.serve else None
+
+
+def eval_model(config: DictConfig, recipe: str) -> str:
+    """The model eval serves: `eval.model`, else the newest finished RL run's; says which one it took."""
+    choice = config.eval.model
+    try:
+        chosen = resolve_model(None if choice is None else str(choice), config.run_root, "rl", recipe)
+    except HandoffError as error:
+        hint = f"run `python -m launch rl recipe={recipe}` first, or set eval.model=PATH (a model or a run)"
+        if choice is not None or not config.dry_run:
+            raise HandoffError(f"eval: {error}; {hint}") from None
+        print(f"[launch] warning: {error}; a real run stops here ({hint})", file=sys.stderr)
+        return f"<no finished rl run of {recipe}: set eval.model>"
+    value = chosen.value if isinstance(chosen, Handoff) else chosen
+    print(f"[launch] eval serves {value}", file=sys.stderr)
+    return value
+
+
+def _gpus(section: dict, key: str, available: int) -> list[int]:
+    """A list of GPU indices of this node."""
+    gpus = section["gpus"]
+    if not isinstance(gpus, list) or not gpus or any(isinstance(g, bool) or not isinstance(g, int) or
+                                                     not 0 <= g < available for g in gpus):
+        raise AgentConfigError(f"{key}.gpus={gpus!r}: expected GPU indices below launcher.gpus_per_node={available}")
+    return gpus
+
+
+def _plan(config: DictConfig, stage: str, run_dir: Path, python: str, settings: dict, services: list) -> Plan:
+    """The Plan of one agent run: its settings file, the demo world if asked for, services, and the loop."""
+    settings_file = f"{stage}/settings.json"
+    files = [FileSpec(settings_file, json.dumps(settings, indent=2) + "\n", resolve=True)]
+    before = []
+    if settings["questions"].get("build") == "demo":
+        before.append(Step("build_demo_world", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config)],
+                           skip_if_exists=str(Path(demo_world_dir(config)) / "COMPLETE")))
+    main = Step(stage, [python, "-m", "tools.agent_run", "--settings", settings_file, "--output", stage],
+                env={"PYTHONUNBUFFERED": "1"})
+    return Plan(stage=stage, run_dir=str(run_dir), main=main, files=files, services=services, before=before,
+                resources=Resources(nodes=1, gpus_per_node=int(config.launcher.gpus_per_node)),
+                outputs={"results": str(run_dir / stage / "results.json"),
+                         "trajectories": str(run_dir / stage / "trajectories.jsonl")})
+
+
+def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The eval Plan: serve the model (and VLM) if asked, then play the benchmark."""
+    chat = check_chat_config(config)
+    if chat.observation_role != "user":
+        raise AgentConfigError(f"chat.observation_role={chat.observation_role}: the agent loop sends each observation "
+                               "as a user turn, as the RL rollout does; evaluate a user-role recipe")
+    spec = benchmark_spec(config, "eval")
+    section = OmegaConf.to_container(config.eval, resolve=True)
+    endpoint = dict(section["endpoint"])
+    available = int(config.launcher.gpus_per_node)
+    services = []
+    if section["serve"]:
+        model_gpus = _gpus(section, "eval", available)
+        services.append(vllm_service("model", eval_model(config, run_name.split("/", 1)[0]), endpoint["model"],
+                                     model_gpus, section["max_model_len"], section["gpu_memory_utilization"],
+                                     section["extra_args"], section["ready_timeout_s"]))
+        endpoint["base_url"] = local_url("model")
+    vlm = section["vlm"]
+    if vlm["serve"]:
+        vlm_gpus = _gpus(vlm, "eval.vlm", available)
+        if section["serve"] and set(vlm_gpus) & set(section["gpus"]):
+            raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section['gpus']}")
+        services.append(vllm_service("vlm", vlm["model"], vlm["model"], vlm_gpus, vlm["max_model_len"],
+                                     vlm["gpu_memory_utilization"], vlm["extra_args"], vlm["ready_timeout_s"]))
+    return _plan(config, "eval", run_dir, python, run_settings(config, "eval", endpoint, spec), services)
+
+
+def build_trajectories_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The trajectories Plan: the teacher plays the question set; CPU only, no service."""
+    spec = benchmark_spec(config, "trajectories")
+    endpoint = OmegaConf.to_container(config.trajectories.endpoint, resolve=True)
+    return _plan(config, "trajectories", run_dir, python, run_settings(config, "trajectories", endpoint, spec), [])
