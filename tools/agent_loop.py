@@ -78,18 +78,20 @@ class Generation:
         return params
 
 
-def action_text(reply: Completion) -> tuple[str, bool]:
+def action_text(reply: Completion, restore: bool = True) -> tuple[str, bool]:
     """The model turn as the rollout keeps it, and whether it ended on an action stop string.
 
     The text is cut after the first `</tool>` or `</answer>`. An endpoint that drops the stop string
-    it stopped at leaves an open `<tool>` or `<answer>` block at the end: its close tag is restored.
+    it stopped at leaves an open `<tool>` or `<answer>` block at the end: with `restore`, its close
+    tag is put back. Without it (vLLM keeps the stop string), an open block means the model ended
+    there, and the turn is not an action, as in the RL rollout.
     """
     text = reply.text
     ends = [(text.find(stop), stop) for stop in ACTION_STOPS if stop in text]
     if ends:
         position, stop = min(ends)
         return text[:position + len(stop)], True
-    if reply.finish_reason != "stop":
+    if reply.finish_reason != "stop" or not restore:
         return text, False
     region = text[max(text.find(THINK_CLOSE), 0):]
     opened = max((region.rfind(TOOL_OPEN), TOOL_CLOSE), (region.rfind(ANSWER_OPEN), ANSWER_CLOSE))
@@ -161,7 +163,7 @@ class AgentLoop:
                 timings["model_s"] += time.monotonic() - asked
             tokens["prompt"] += reply.prompt_tokens
             tokens["completion"] += reply.completion_tokens
-            text, stopped = action_text(reply)
+            text, stopped = action_text(reply, restore=not self.generation.vllm_stop)
             if not stopped or step == self.generation.max_turns:
                 # No tool sees this turn: it ended without an action, or the tool budget is spent.
                 turns.append(self._unserved(text))
