@@ -39,7 +39,7 @@ def load_results(path: Path) -> dict:
     """A results.json, checked for the fields compare reads."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ResultsError(f"{path}: cannot read it as JSON ({error})") from None
     missing = [key for key in REQUIRED if not isinstance(data, dict) or key not in data]
     if missing:

@@ -70,7 +70,9 @@ def _stats(values: list[float]) -> dict:
 
 def summarize(questions: list[dict], trajectories: list[Trajectory], errors: list[dict], rejected: list[dict]) -> dict:
     """Every metric of the run from its questions, their trajectories, endpoint errors and rejected rows."""
-    per_question = [question_metrics(trajectory) for trajectory in trajectories]
+    # Only the question set counts: a resumed run with a narrower set keeps older lines in its file.
+    asked = {question["id"] for question in questions}
+    per_question = [question_metrics(trajectory) for trajectory in trajectories if trajectory.id in asked]
     by_id = {row["id"]: row for row in per_question}
     total = len(questions) + len(rejected)
     correct = sum(row["correct"] for row in per_question)

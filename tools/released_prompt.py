@@ -24,8 +24,8 @@ class ReleasedPromptError(ValueError):
 
 
 def template_of(system: str, width: int) -> str:
-    """`system` with its width written as `{width}` wherever it stands as a whole number."""
-    return re.sub(rf"(?<!\d){width}(?!\d)", "{width}", system)
+    """`system` with its width written as `{width}` wherever it stands as a whole number (not in 13, 0.3 or 3.5)."""
+    return re.sub(rf"(?<![\d.]){width}(?!\.?\d)", "{width}", system)
 
 
 def system_template(path: Path) -> tuple[str, int]:
