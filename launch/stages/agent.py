@@ -129,6 +129,9 @@ def _gpus(section: dict, key: str, available: int) -> list[int]:
 
 def _plan(config: DictConfig, stage: str, run_dir: Path, python: str, settings: dict, services: list) -> Plan:
     """The Plan of one agent run: its settings file, the demo world if asked for, services, and the loop."""
+    if int(config.launcher.nodes) != 1:
+        raise AgentConfigError(f"launcher.nodes={config.launcher.nodes}: {stage} runs on one node (its questions "
+                               "share one tool and one endpoint); use launcher.nodes=1")
     settings_file = f"{stage}/settings.json"
     files = [FileSpec(settings_file, json.dumps(settings, indent=2) + "\n", resolve=True)]
     before = []
