@@ -48,6 +48,9 @@ def benchmark_spec(config: DictConfig, stage: str) -> dict:
                                f"{', '.join(ANNOTATION_FORMATS)}")
     if spec.get("length") not in (None, *LENGTHS):
         raise AgentConfigError(f"benchmark.length={spec['length']!r}: expected null or one of {', '.join(LENGTHS)}")
+    if spec.get("length") is not None and spec["format"] != "videomme":
+        raise AgentConfigError(f"benchmark.length={spec['length']}: only Video-MME questions have a length class; "
+                               f"{spec['format']} needs benchmark.length=null")
     limit = spec.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise AgentConfigError(f"benchmark.limit={limit!r}: expected null or a positive integer")
@@ -73,6 +76,10 @@ def _positive(section: dict, stage: str, key: str, minimum: int = 1) -> int:
 def run_settings(config: DictConfig, stage: str, endpoint: dict, spec: dict) -> dict:
     """The settings `tools.agent_run` reads, every value checked and resolved."""
     section = OmegaConf.to_container(config[stage], resolve=True)
+    concurrency = _positive(section, stage, "concurrency")
+    timeout = section["question_timeout_s"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise AgentConfigError(f"{stage}.question_timeout_s={timeout!r}: expected a positive number of seconds")
     for key in ("send_stop", "vllm_stop") + (("hints",) if stage == "trajectories" else ()):
         if not isinstance(section[key], bool):
             raise AgentConfigError(f"{stage}.{key}={section[key]!r}: expected true or false")
@@ -90,7 +97,7 @@ def run_settings(config: DictConfig, stage: str, endpoint: dict, spec: dict) -> 
     generation = {key: section[key] for key in GENERATION_KEYS}
     generation["max_turns"] = max_turns_of(config)
     return {"mode": stage, "benchmark": spec["name"], "questions": spec, "generation": generation,
-            "model": endpoint, "tool": tool, "concurrency": _positive(section, stage, "concurrency"),
+            "model": endpoint, "tool": tool, "concurrency": concurrency,
             "system_prompt_file": prompt_file, "hints": bool(section.get("hints", False)),
             "attempts": _positive(section, stage, "attempts") if "attempts" in section else 1,
             "max_failed_questions": _positive(section, stage, "max_failed_questions", 0)}
