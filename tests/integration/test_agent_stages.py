@@ -8,7 +8,6 @@ launcher: in this process (`launch.cli.main`, faster) and as real subprocesses (
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -20,19 +19,17 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
-from launch.cli import main
 from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT, launch
 from tests.fake_vlm import FakeVLM
 from tests.scripted_policy import ScriptedPolicy, question_of
+from tests.test_cli import Result, run_main
 from tools import geometry, prompts
 from tools.sft_report import CHAT_ROLES
 from tools.trajectory import trajectory_from_dict
@@ -195,23 +192,6 @@ class PolicyServer(FakeVLM):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Running the launcher.
-
-
-@dataclass
-class Result:
-    """Exit code and output of one launcher call."""
-
-    code: int
-    out: str
-    err: str
-
-
-def run_main(*argv: str, env: dict[str, str] | None = None) -> Result:
-    """`launch.cli.main(argv)` in this process with `env` set; stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.dict(os.environ, env or {}), redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def eval_argv(root: Path, name: str, policy_url: str, vlm_url: str, *extra: str) -> list[str]:
@@ -431,6 +411,13 @@ def kill_marked(marker: str, timeout_s: float = 10.0) -> list[int]:
     return marked_pids(marker)
 
 
+def most_questions_open(policy: Policy) -> int:
+    """The most questions in progress at once: begun (first request answered) and not yet at their last one."""
+    order = [qid for qid, _, _ in policy.calls]
+    spans = {qid: (order.index(qid), len(order) - 1 - order[::-1].index(qid)) for qid in set(order)}
+    return max(sum(1 for start, end in spans.values() if start <= i <= end) for i in range(len(order)))
+
+
 def start_scripted_policy(demo: Demo, tmp_path: Path, stall_s: float) -> tuple[subprocess.Popen, str]:
     """`python -m tests.scripted_policy` serving the demo script; the process and its base URL."""
     port_file = tmp_path / "policy.port"
@@ -494,7 +481,9 @@ def test_rerun_after_interruption_gives_the_same_totals(demo: Demo, demo_vlm: Fa
     assert resumed.code == 0, resumed.out + resumed.err
     assert (run_dir / DONE_MARKER).is_file()
     assert "removing a partial last line" in resumed.out
-    assert in_flight <= 2  # eval.concurrency=2
+    # eval.concurrency=2: at most two requests, and two questions, in progress at any time.
+    assert in_flight <= 2
+    assert most_questions_open(policy) <= 2
     lines = out.read_text().splitlines()
     assert len(lines) == 32
     assert lines[:len(before)] == before
