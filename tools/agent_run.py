@@ -102,10 +102,10 @@ def system_prompt_from_file(path: str, max_turns: int):
     return lambda extra_info: text.replace("{width}", str(extra_info["width"])).replace("{max_turns}", str(max_turns))
 
 
-def finished_ids(path: Path) -> set[str]:
-    """The question ids already in `path`; a last line cut off by an interruption is removed first."""
+def finished_questions(path: Path) -> dict[str, bool]:
+    """Whether each question already in `path` was answered correctly; a line cut off by an interruption goes first."""
     if not path.exists():
-        return set()
+        return {}
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         keep = data.rfind(b"\n") + 1
@@ -113,15 +113,16 @@ def finished_ids(path: Path) -> set[str]:
               file=sys.stderr)
         with path.open("r+b") as handle:
             handle.truncate(keep)
-    done: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    correct: dict[str, bool] = {}
     for line, item in read_trajectories(path):
         if isinstance(item, TrajectoryError):
             raise item
-        if item.id in done:
-            raise TrajectoryError(f"{path}:{line}: question {item.id!r} is already on line {done[item.id]}; "
+        if item.id in lines:
+            raise TrajectoryError(f"{path}:{line}: question {item.id!r} is already on line {lines[item.id]}; "
                                   "a results file holds each question once")
-        done[item.id] = line
-    return set(done)
+        lines[item.id], correct[item.id] = line, item.correct
+    return correct
 
 
 def _append(path: Path, record: dict) -> None:
@@ -167,7 +168,7 @@ def run(settings: RunSettings, output: Path) -> int:
             handle.write(json.dumps({"id": question.id, "categories": list(question.categories)}) + "\n")
     with (output / REJECTED).open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in rejected)
-    done = finished_ids(output / TRAJECTORIES)
+    done = finished_questions(output / TRAJECTORIES)
     todo = [question for question in questions if question.id not in done]
     prompt = system_prompt_from_file(settings.system_prompt_file, max_turns) if settings.system_prompt_file else None
     env = NavigationEnv(settings_from_dict(settings.tool, "tool"))
@@ -175,7 +176,7 @@ def run(settings: RunSettings, output: Path) -> int:
     loop = AgentLoop(env, client, settings.generation, prompt)
     print(f"[agent] {settings.mode} on {settings.benchmark}: {len(questions)} questions, {len(done)} already done, "
           f"{len(todo)} to play, {len(rejected)} rejected ({output / REJECTED})", file=sys.stderr)
-    correct = sum(1 for _, item in read_trajectories(output / TRAJECTORIES) if item.correct) if done else 0
+    correct = sum(done.values())
     finished, failed = len(done), 0
     bar = _progress(len(questions), len(done))
     pool = concurrent.futures.ThreadPoolExecutor(max(settings.concurrency, 1), thread_name_prefix="question")
