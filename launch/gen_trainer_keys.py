@@ -2,11 +2,10 @@
 
 The RL stage validates each override it renders against this file, so a typo or a wrong type is an
 error before anything starts, on a machine without verl-tool or a GPU. The file is generated from a
-verl-tool checkout at the commit `pyproject.toml` pins (its `rl` extra); only Hydra is needed:
+verl-tool checkout at the commit of `launch/env/verl_tool.pin` (the one `launch/install.sh` installs;
+tests/test_environment.py regenerates it from the installed checkout); only Hydra is needed:
 
-    git clone https://github.com/TIGER-AI-Lab/verl-tool /tmp/verl-tool
-    git -C /tmp/verl-tool checkout <the pinned commit>
-    python -m launch.gen_trainer_keys /tmp/verl-tool
+    python -m launch.gen_trainer_keys CHECKOUT    (install.sh's: VENV/src/verl-tool-<commit>)
 
 verl-tool's trainer (`python -m verl_tool.trainer.main_ppo`) composes `ppo_trainer` from
 `verl_tool/trainer/config` with `@hydra.main`; this script composes the same config the same way.
@@ -26,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from launch.locks import verl_tool_pin
 from launch.trainer_keys import KEYS_FILE, TRAINER_CONFIG_DIR, TRAINER_CONFIG_NAME, type_name
 
 # verl's YAML writes some float defaults as integers (`entropy_coeff: 0`, `top_p: 1`, `temperature: 0`);
@@ -73,7 +73,10 @@ def flatten(config: DictConfig, prefix: str = "") -> dict[str, dict]:
 
 
 def commit_of(checkout: Path) -> str:
-    """The checkout's git commit, or 'unknown' when it is not a git work tree."""
+    """The checkout's git commit, or 'unknown' when it is not the top of a git work tree (an archive)."""
+    if not (checkout / ".git").exists():
+        # An extracted archive inside another repository (a virtual environment's src/) is not that repository.
+        return "unknown"
     done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
@@ -82,14 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: compose the trainer config of the checkout and write the key file."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkout", type=Path, help="a verl-tool checkout (at the pinned commit)")
-    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree (e.g. an archive)")
+    parser.add_argument("--commit", help="the checkout's commit, when it is not a git work tree "
+                        "(an archive; default: the pinned commit)")
     parser.add_argument("--output", type=Path, default=KEYS_FILE)
     args = parser.parse_args(argv)
     config = compose_trainer_config(args.checkout)
     keys = flatten(config)
+    repository, pinned = verl_tool_pin()
+    commit = args.commit or commit_of(args.checkout)
     document = {
-        "source": "https://github.com/TIGER-AI-Lab/verl-tool",
-        "commit": args.commit or commit_of(args.checkout),
+        "source": repository,
+        "commit": pinned if commit == "unknown" else commit,
         "config": f"{TRAINER_CONFIG_DIR}/{TRAINER_CONFIG_NAME}.yaml",
         "generated_by": "python -m launch.gen_trainer_keys CHECKOUT",
         "keys": dict(sorted(keys.items())),

@@ -1,29 +1,89 @@
 #!/usr/bin/env bash
-# Install this project and its training stack into a virtual environment, pinned.
-#   bash launch/install.sh [VENV_DIR]        (default: .venv)
-# torch goes in first and alone, and every later install is constrained to the same versions:
-# otherwise pip replaces a CPU torch with a CUDA build and gigabytes of nvidia-* packages.
+# Install the whole pipeline (SFT, RL, evaluation, the tool server) into one virtual environment,
+# every package at the version of a committed lock (launch/env/, resolved from launch/env/stack.in).
+#
+#   bash launch/install.sh [VENV_DIR]          CPU (the tiny recipe, CI): launch/env/cpu.lock
+#   bash launch/install.sh --gpu [VENV_DIR]    a CUDA node: launch/env/gpu.lock, then flash-attn
+#
+# verl-tool is not on the registry. It and the verl it carries are installed editable from a checkout
+# of the commit in launch/env/verl_tool.pin: LONGVIDEO_R1_VERL_TOOL names a checkout or a .tar.gz
+# source archive of it; unset, the commit is cloned from its git repository into VENV_DIR/src.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+mode=cpu
+if [[ "${1:-}" == "--gpu" ]]; then mode=gpu; shift; fi
 venv="${1:-.venv}"
+lock="launch/env/$mode.lock"
+# shellcheck source=env/verl_tool.pin
+. launch/env/verl_tool.pin
+say() { echo "install: $*"; }
+fail() { echo "install: error: $*" >&2; exit 1; }
+pinned() { sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$lock"; }
+
 python3 -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
-"$py" -m pip install --quiet torch==2.13.0
-"$py" -m pip install --quiet -c launch/constraints.txt -e ".[train,tools,verl,dev]"
+# uv installs the lock (exactly, --no-deps: the lock is complete); its version is the CPU lock's.
+"$py" -m pip install --quiet "uv==$(sed -n 's/^uv==\(.*\)/\1/p' launch/env/cpu.lock)"
+uv=("$py" -m uv pip install --python "$py" --quiet)
 
-# PyPI's torchvision and torchaudio wheels are CUDA builds; against a CPU torch their compiled
-# parts fail to load. transformers works without torchvision, so a broken one is removed.
-# LLaMA-Factory imports torchaudio unconditionally (for audio data only), and torchaudio's Python
-# code imports fine without its compiled extension, so a broken extension is removed.
-if ! "$py" -c "import torchvision" >/dev/null 2>&1; then
-    echo "install: torchvision does not load against this torch; removing it"
-    "$py" -m pip uninstall --quiet -y torchvision
+# torch first and alone, through pip: on CPU it takes the local CPU build where pip's configuration
+# offers one (these machines); the lock's other packages then find it installed.
+"$py" -m pip install --quiet "torch==$(pinned torch)"
+"${uv[@]}" --no-deps -r "$lock"
+
+# verl-tool and its verl from a checkout of the pinned commit, both editable: verl-tool's
+# pyproject.toml lists only the top package, so a non-editable build holds verl_tool/__init__.py alone.
+# --no-deps: their declared pyext does not build on Python 3.11; what their code imports is in the lock.
+src="${LONGVIDEO_R1_VERL_TOOL:-}"
+short="${VERL_TOOL_COMMIT:0:8}"
+if [[ -z "$src" ]]; then
+    src="$venv/src/verl-tool-$short"
+    if [[ ! -d "$src/.git" ]]; then
+        say "cloning verl-tool $VERL_TOOL_COMMIT from $VERL_TOOL_REPOSITORY (set LONGVIDEO_R1_VERL_TOOL to a checkout or archive instead)"
+        git clone --quiet "$VERL_TOOL_REPOSITORY" "$src" \
+            || fail "cannot clone $VERL_TOOL_REPOSITORY; set LONGVIDEO_R1_VERL_TOOL to a checkout or .tar.gz archive of commit $VERL_TOOL_COMMIT"
+    fi
+    git -C "$src" checkout --quiet "$VERL_TOOL_COMMIT"
+elif [[ -f "$src" ]]; then
+    mkdir -p "$venv/src"
+    # sed reads the whole listing (head would end tar with SIGPIPE, which pipefail turns into a failure).
+    top=$(tar -tzf "$src" | sed -n '1s|/.*||p')
+    [[ -n "$top" ]] || fail "$src is not a .tar.gz source archive"
+    rm -rf "${venv:?}/src/$top"
+    tar -xzf "$src" -C "$venv/src"
+    say "verl-tool from the archive $src (folder $top; the archive must be of commit $VERL_TOOL_COMMIT)"
+    src="$venv/src/$top"
+elif [[ ! -d "$src" ]]; then
+    fail "LONGVIDEO_R1_VERL_TOOL=$src is neither a checkout nor a .tar.gz archive"
 fi
-if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
-    echo "install: torchaudio's compiled extension does not load against this torch; removing it"
-    ta_dir=$("$py" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torchaudio').origin))")
-    rm -f "$ta_dir"/lib/*.so
+[[ -f "$src/verl_tool/__init__.py" && -f "$src/verl/setup.py" ]] \
+    || fail "$src is not a verl-tool checkout (expected verl_tool/ and verl/setup.py in it)"
+if [[ -d "$src/.git" ]]; then
+    head=$(git -C "$src" rev-parse HEAD)
+    [[ "$head" == "$VERL_TOOL_COMMIT" ]] || fail "$src is at commit $head, not the pinned $VERL_TOOL_COMMIT"
 fi
-"$py" -c "import torchaudio; from llamafactory.hparams import get_train_args; from llamafactory.data import get_dataset"
-echo "install: ready in $venv ($("$py" -c 'import torch, transformers, llamafactory; print("torch", torch.__version__, "transformers", transformers.__version__, "llamafactory", llamafactory.__version__)'))"
+"${uv[@]}" --no-deps -e "$src/verl" -e "$src"
+"${uv[@]}" --no-deps -e .
+
+if [[ "$mode" == gpu ]]; then
+    "$py" -m pip install --quiet --no-build-isolation -r launch/env/gpu_after.txt
+else
+    # The registry's torchvision and torchaudio wheels are CUDA builds: against the CPU torch their
+    # compiled parts fail to load. transformers runs without torchvision, so a broken one is removed;
+    # LLaMA-Factory imports torchaudio (for audio data only), whose Python code imports without its
+    # compiled extension, so a broken extension is removed. On a GPU node both load and are kept.
+    if ! "$py" -c "import torchvision" >/dev/null 2>&1; then
+        say "torchvision does not load against this torch; removing it"
+        "$py" -m pip uninstall --quiet -y torchvision
+    fi
+    if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
+        say "torchaudio's compiled extension does not load against this torch; removing it"
+        ta_dir=$("$py" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torchaudio').origin))")
+        rm -f "$ta_dir"/lib/*.so
+    fi
+fi
+
+# Import what each stage runs, so a broken environment fails here and not in a job.
+"$py" -m launch.env_check "$mode"

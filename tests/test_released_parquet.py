@@ -283,14 +283,11 @@ def test_paper_reward_drops_the_repeat_term_without_clues(released: tuple[dict[s
 @pytest.mark.slow
 def test_verl_reward_manager_scores_released_rows(released: tuple[dict[str, dict], ToolSettings],
                                                   tool: LongVideoNavTool) -> None:
-    """verl's naive reward manager, fed tokenized rollouts of released rows, scores them with our compute_score."""
+    """verl-tool's trainer reward manager, fed tokenized rollouts of released rows, scores them with compute_score."""
     import torch
-    from omegaconf import OmegaConf
     from verl import DataProto
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.workers.reward_manager import get_reward_manager_cls
 
-    from tests.conftest import PROJECT_ROOT
+    from tests.verl_reward import trainer_reward_manager
     from tools.chat_template import jinja_template
     from tools.tiny_model import build_tokenizer
 
@@ -321,19 +318,9 @@ def test_verl_reward_manager_scores_released_rows(released: tuple[dict[str, dict
     data = DataProto.from_dict(tensors={"prompts": prompt_ids, "responses": responses, "attention_mask": mask,
                                         "input_ids": torch.cat([prompt_ids, responses], dim=1)},
                                non_tensors=non_tensors)
-    config = OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": str(PROJECT_ROOT / "rewards" / "verl_entry.py"), "name": "compute_score", "reward_kwargs": {}}}})
-    fn = get_custom_reward_fn(config)
-    decoded: list[str] = []
-
-    def spy(**kwargs):
-        """verl's wrapped reward function, recording the solution_str verl decoded."""
-        decoded.append(kwargs["solution_str"])
-        return fn(**kwargs)
-
-    manager = get_reward_manager_cls("naive")(tokenizer=tokenizer, num_examine=0, compute_score=spy)
-    result = manager(data, return_dict=True)
-    assert decoded == texts
+    spied = trainer_reward_manager(tokenizer, {})
+    result = spied.manager(data, return_dict=True)
+    assert spied.decoded == texts
     extra = result["reward_extra_info"]
     assert extra["answer"] == [1.0, 0.0, 1.0]
     assert extra["location"][0] == extra["location"][1] == 1.0 and math.isnan(extra["location"][2])

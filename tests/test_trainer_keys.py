@@ -22,7 +22,6 @@ from launch.compose import PROJECT_ROOT, compose_config, recipe_names
 from launch.stages import rl
 from launch.trainer_keys import (
     ADDABLE,
-    KEYS_FILE,
     TrainerConfigError,
     check_override,
     check_overrides,
@@ -334,16 +333,6 @@ def test_effective_names_an_unknown_key() -> None:
 
 
 # ---------------------------------------------------------------- the key file
-
-
-def test_key_file_records_the_commit_pyproject_pins() -> None:
-    """The key file was generated at the verl-tool commit of pyproject.toml's `rl` extra."""
-    text = (PROJECT_ROOT / "pyproject.toml").read_text()
-    pins = re.findall(r'^rl = \["verl-tool @ git\+https://github\.com/TIGER-AI-Lab/verl-tool\.git@([0-9a-f]{40})"\]',
-                      text, flags=re.MULTILINE)
-    assert len(pins) == 1, "pyproject.toml's rl extra must pin verl-tool to one full commit"
-    assert pinned_commit() == pins[0]
-    assert KEYS_FILE.name == "verl_tool_trainer_keys.json"
 
 
 def test_key_file_types_are_known() -> None:

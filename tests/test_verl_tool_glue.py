@@ -1,9 +1,9 @@
 """Our tool driven exactly as verl-tool's server drives it, with its /get_observation shapes.
 
-verl-tool is not on PyPI, so CI cannot install it; these tests make the calls its server makes
+These tests make, in-process, the calls verl-tool's server makes
 (`cls(num_workers=N)`, `parse_action`, `get_observations`, and the finish tool's `has_env` and
 `delete_env`) with the request bodies its agent loop sends, and check the response it would return.
-tests/integration/test_verl_tool_server.py runs the real server where verl-tool is installed.
+tests/integration/test_verl_tool_server.py runs the real server over HTTP.
 
 Request shapes (verl-tool's agent loop): one action per request,
 `{"trajectory_ids": [uuid], "actions": [turn text ending in its stop token], "finish": [false],

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         register()
         from verl_tool.servers.tool_server import AsyncToolServer, ServerConfig
     except ImportError as error:
-        print(f"error: verl-tool is not installed ({error}); install the project's `rl` extra (see README)",
+        print(f"error: verl-tool is not installed ({error}); "
+              "install the environment with `bash launch/install.sh` (see README)",
               file=sys.stderr)
         return 2
     config = ServerConfig(host=args.host, port=args.port, workers_per_tool=args.workers_per_tool,

@@ -52,16 +52,22 @@ def qwen_vocab_file() -> Path:
 def build_tokenizer(chat_template: str):
     """A fast tokenizer equal to Qwen3's on text, with its added tokens at their real ids."""
     from tokenizers import AddedToken, normalizers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import Qwen2TokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    backend = TikTokenConverter(vocab_file=str(qwen_vocab_file()), pattern=QWEN_PATTERN).converted()
+    # The added tokens go in below, one by one, so each lands at its real id.
+    backend = TikTokenConverter(vocab_file=str(qwen_vocab_file()), pattern=QWEN_PATTERN,
+                                additional_special_tokens=[]).converted()
     backend.normalizer = normalizers.NFC()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False)
+    # Qwen3's own tokenizer class (so the model's inputs are ids and attention mask, no token types),
+    # with its special tokens unset here: they are added below at their real ids.
+    tokenizer = Qwen2TokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False,
+                                   unk_token=None, bos_token=None, eos_token=None, pad_token=None)
     for offset, (content, special) in enumerate(ADDED_TOKENS):
         token = AddedToken(content, special=special, normalized=False)
         if special:
-            tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
+            tokenizer.add_special_tokens({"additional_special_tokens": [token]},
+                                         replace_additional_special_tokens=False)
         else:
             tokenizer.add_tokens([token])
         got = tokenizer.convert_tokens_to_ids(content)

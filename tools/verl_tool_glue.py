@@ -5,8 +5,8 @@ verl-tool's server (`verl_tool.servers.tool_server`) builds each tool as `cls(nu
 (the latter two from its `finish` tool). It finds tools by module name inside its own package, so
 `register()` puts this module into that package's registry and `sys.modules` without editing any
 installed file; `tools.serve_tool` calls it before starting verl-tool's server code in the same
-process. verl-tool is not on PyPI: without it this class derives from `object` and is driven by the
-same calls (see tests/test_verl_tool_glue.py).
+process. Without verl-tool installed (the launcher alone) this class derives from `object`, so the
+module still imports; every environment launch/install.sh builds has verl-tool.
 """
 
 from __future__ import annotations

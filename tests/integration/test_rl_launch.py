@@ -1,16 +1,16 @@
 """`python -m launch rl recipe=tiny` for real, with `vllm serve` the only stand-in (tests/fake_vllm.py).
 
 Each test runs the real launcher in a subprocess with an executable `vllm` first on PATH that serves
-FakeVLM on the port it is given. Without verl-tool (not on PyPI, so not in CI) the real tool server
-exits 2 once the VLM is ready, which is how the fail-fast, exit-code and secret tests reach a failed
-run; the signal tests stop the launcher while it still waits for a slow VLM. Every process the
+FakeVLM on the port it is given. Once the VLM is ready the launcher starts the real tool server
+(verl-tool's server with our tool); the fail-fast, exit-code and secret tests SIGKILL it while it
+starts, as the OOM killer would, which is how they reach a failed run before the trainer could start;
+the signal tests stop the launcher while it still waits for a slow VLM. Every process the
 launcher starts inherits a marker variable, so tests find and check (and at teardown kill) all of
 them, grandchildren included, through /proc.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -38,7 +38,7 @@ MARKER_ENV = "LONGVIDEO_R1_TEST_RL_LAUNCH"
 READY_TIMEOUT_S = 600
 FAIL_FAST_S = 60
 LAUNCH_TIMEOUT_S = 300
-VERL_TOOL_INSTALLED = importlib.util.find_spec("verl_tool") is not None
+TOOL_SERVER_MODULE = "tools.serve_tool"
 
 
 def marked_pids(marker: str) -> list[int]:
@@ -63,6 +63,22 @@ def marked_left(marker: str, timeout_s: float = 10.0) -> list[int]:
     while marked_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     return marked_pids(marker)
+
+
+def kill_tool_server_once_started(marker: str, process: subprocess.Popen, timeout_s: float = 120.0) -> int:
+    """SIGKILL the launcher's tool server as soon as it runs (long before it can answer /health); its pid."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        for pid in marked_pids(marker):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if TOOL_SERVER_MODULE.encode() in argv:
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        time.sleep(0.01)
+    pytest.fail(f"the launcher never started {TOOL_SERVER_MODULE} (exit code {process.poll()})")
 
 
 def kill_marked(marker: str) -> None:
@@ -161,7 +177,7 @@ def leaks(output: str, root: Path, values: list[str]) -> list[str]:
 
 @dataclass
 class FailedRun:
-    """A finished real launch whose tool server died (no verl-tool) after the VLM got ready."""
+    """A finished real launch whose tool server was killed while it started, after the VLM got ready."""
 
     code: int
     output: str
@@ -176,14 +192,13 @@ class FailedRun:
 
 @pytest.fixture(scope="module")
 def failed_run(tiny_cache: Path, fake_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailedRun]:
-    """One real `launch rl` run with planted secrets and W&B on, where the tool server exits 2."""
-    if VERL_TOOL_INSTALLED:
-        pytest.skip("verl-tool is importable here, so the real tool server would start instead of exiting 2")
+    """One real `launch rl` run with planted secrets and W&B on, where the tool server is SIGKILLed."""
     planted = secrets()
     env = make_env(tmp_path_factory.mktemp("failed_run"), fake_bin, tiny_cache, **planted)
     try:
         start = time.monotonic()
         process = start_launcher(env, "rl.report_to=wandb")
+        kill_tool_server_once_started(env.marker, process)
         output = finish(process, timeout_s=2 * FAIL_FAST_S)
         elapsed = time.monotonic() - start
         (run_dir,) = run_dirs(env.run_root)
@@ -196,7 +211,7 @@ def failed_run(tiny_cache: Path, fake_bin: Path, tmp_path_factory: pytest.TempPa
 
 
 def test_a_dying_tool_server_fails_the_run_fast_naming_its_log(failed_run: FailedRun) -> None:
-    """The VLM gets ready, the tool server exits 2: a FAILED line naming tool_server's log, fast, nothing left."""
+    """The VLM gets ready, the tool server dies: a FAILED line naming tool_server's log, fast, nothing left."""
     run, run_dir = failed_run, failed_run.run_dir
     assert run.code != 0, run.output
     assert run.elapsed_s < FAIL_FAST_S, f"took {run.elapsed_s:.0f}s:\n{run.output}"
@@ -205,8 +220,8 @@ def test_a_dying_tool_server_fails_the_run_fast_naming_its_log(failed_run: Faile
     log = run_dir / "logs" / "tool_server.0.log"
     failed = [line for line in run.output.splitlines() if line.startswith("[launch] FAILED")]
     assert len(failed) == 1, run.output
-    assert "tool_server" in failed[0] and str(log) in failed[0], failed[0]
-    assert "verl-tool is not installed" in log.read_text()
+    assert "tool_server exited with -9" in failed[0] and str(log) in failed[0], failed[0]
+    assert "step train" not in run.output, "the trainer started although the tool server never got ready"
     assert "GET /health" in (run_dir / "logs" / "vlm.0.log").read_text()
     assert not (run_dir / DONE_MARKER).exists()
     assert run.left == [], "the stand-in vllm or its engine child outlived the launcher"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -126,10 +125,8 @@ def test_rl_job_starts_ray_on_both_nodes_and_stops_it(slurm, tiny_cache: Path, r
     log = (run_root / "rl" / "tiny" / "ray" / "logs" / f"slurm-{job_id}.out").read_text()
     assert re.search(r"Ray cluster at n1:\d+ is complete: 2 of 2 nodes and 2 of 2 GPUs joined", log), log[-3000:]
     assert "[launch] node n1: run with node_rank=0 nnodes=2 head_addr=n1" in log
-    # Without verl-tool (not on PyPI) the tool server cannot start: the run fails there, naming its log.
-    verl_tool = subprocess.run([sys.executable, "-c", "import verl_tool"], capture_output=True).returncode == 0
-    if not verl_tool:
-        assert job["JobState"] == "FAILED" and "service tool_server exited" in log, log[-3000:]
+    # Without a GPU the trainer cannot run: the job fails after the services started, and Ray still stops.
+    assert job["JobState"] == "FAILED", log[-3000:]
     assert "stopping Ray on every node" in log
     deadline = time.monotonic() + 30
     while job_processes(job_id) and time.monotonic() < deadline:

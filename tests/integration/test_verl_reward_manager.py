@@ -1,4 +1,6 @@
-"""verl 0.9.1's naive reward manager, fed tokenized multi-turn rollouts, scores them with our compute_score."""
+"""verl-tool's verl (0.7.0.dev, the RL trainer's): its naive reward manager scores tokenized rollouts.
+
+Fed tokenized multi-turn rollouts, the manager scores them with our compute_score."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import torch
 from rewards.rollout import COUNT_KEYS, decoded_rollout
 from rewards.score import compute_score
 from rewards.spec import spec_from_dict
-from tests.conftest import PROJECT_ROOT
+from tests.verl_reward import trainer_reward_manager
 from tools import geometry
 from tools.caption_tree import CaptionTree
 from tools.prompts import caption_observation, error_observation, first_user_turn, system_prompt
@@ -122,24 +124,10 @@ def batch(tokenizer):
 
 def run_manager(tokenizer, spec: dict) -> dict:
     """verl's manager output for the batch under `spec`, with the batch, each row's steps and the texts verl decoded."""
-    from omegaconf import OmegaConf
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.workers.reward_manager import get_reward_manager_cls
-
-    path = str(PROJECT_ROOT / "rewards" / "verl_entry.py")
-    config = OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": path, "name": "compute_score", "reward_kwargs": spec}}})
-    fn = get_custom_reward_fn(config)
-    texts: list[str] = []
-
-    def spy(**kwargs):
-        """verl's wrapped reward function, recording the solution_str verl decoded."""
-        texts.append(kwargs["solution_str"])
-        return fn(**kwargs)
-
+    spied = trainer_reward_manager(tokenizer, spec)
     data, steps = batch(tokenizer)
-    manager = get_reward_manager_cls("naive")(tokenizer=tokenizer, num_examine=0, compute_score=spy)
-    return {**manager(data, return_dict=True), "data": data, "steps": steps, "texts": texts, "spec": spec}
+    return {**spied.manager(data, return_dict=True), "data": data, "steps": steps, "texts": spied.decoded,
+            "spec": spec}
 
 
 @pytest.fixture(scope="module", params=list(SPECS))

@@ -1,8 +1,7 @@
 """`python -m tools.serve_tool`: verl-tool's real server serving our tool over HTTP on loopback.
 
-The server tests need verl-tool, which is not on PyPI (install the `rl` extra from its git URL);
-without it they are skipped and the same calls are made by tests/test_verl_tool_glue.py. The
-start-up checks at the top run everywhere.
+verl-tool is in every environment of the project (launch/install.sh installs it from the pinned
+commit), so these tests always run; tests/test_verl_tool_glue.py makes the same calls in-process.
 """
 
 from __future__ import annotations
@@ -78,8 +77,6 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """Our entry serving the tool on a free port; yields (base URL, /health reply, FakeVLM)."""
-    pytest.importorskip("verl_tool.servers.tool_server",
-                        reason="verl-tool is not installed (not on PyPI; the `rl` extra installs it from git)")
     root = tmp_path_factory.mktemp("served")
     with FakeVLM(answer="a dog barks") as vlm:
         world = build_world(root, vlm)
