@@ -8,6 +8,7 @@
 # verl-tool is not on the registry. It and the verl it carries are installed editable from a checkout
 # of the commit in launch/env/verl_tool.pin: LONGVIDEO_R1_VERL_TOOL names a checkout or a .tar.gz
 # source archive of it; unset, the commit is cloned from its git repository into VENV_DIR/src.
+# PYTHON names the interpreter (default python3; it must be the locks' Python version, 3.11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,12 @@ say() { echo "install: $*"; }
 fail() { echo "install: error: $*" >&2; exit 1; }
 pinned() { sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$lock"; }
 
-python3 -m venv "$venv"
+# The locks are resolved for one Python version (launch/locks.py): another could need other wheels.
+python="${PYTHON:-python3}"
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || fail "no interpreter $python"
+wanted=$("$python" -c 'from launch.locks import PYTHON_VERSION; print(PYTHON_VERSION)')
+[[ "$version" == "$wanted" ]] || fail "$python is Python $version; the locks are for $wanted (set PYTHON=python$wanted)"
+"$python" -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 # uv installs the lock (exactly, --no-deps: the lock is complete); its version is the CPU lock's.
