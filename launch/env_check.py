@@ -46,6 +46,14 @@ def check(mode: str) -> list[str]:
             importlib.import_module(name)
         except Exception as error:
             failed.append(f"{name}: {type(error).__name__}: {error}")
+    # verl-tool's agent loop, as the rollouts preflight imports it (its multimodal helpers stood in where
+    # their dependencies do not load: on CPU).
+    try:
+        from tools.rollouts.text_only import import_agent_loop
+
+        import_agent_loop()
+    except Exception as error:
+        failed.append(f"verl_tool.agent_loop (tools.rollouts.text_only): {type(error).__name__}: {error}")
     return failed
 
 

@@ -91,3 +91,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, vlm):
     from tests.tool_world import build_world
 
     return build_world(tmp_path_factory.mktemp("world"), vlm)
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run root holding one finished `sft recipe=tiny` run (2 steps), which eval and rollouts hand off from."""
+    run_root = tmp_path_factory.mktemp("served") / "runs"
+    done = launch("sft", "recipe=tiny", f"run_root={run_root}", "name=base", "sft.max_steps=2", "sft.save_steps=2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return run_root

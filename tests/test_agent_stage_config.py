@@ -165,7 +165,9 @@ def test_every_benchmark_dry_runs(benchmark: str, stage: str, recipe: str, env: 
         assert settings["model"]["api_key_env"] == "OPENAI_API_KEY"
     else:
         services = {service.name: service for service in plan.services}
-        assert services["model"].env["CUDA_VISIBLE_DEVICES"] == "0"
+        # tiny serves on vLLM's CPU build (vllm.backend=cpu); the GPU recipes on GPU 0.
+        assert services["model"].env["CUDA_VISIBLE_DEVICES"] == ("" if recipe == "tiny" else "0")
+        assert services["model"].gpus == (0 if recipe == "tiny" else 1)
         assert settings["model"]["base_url"] == MODEL_URL
         if recipe == "qwen3_8b":
             # The paper's recipe serves the VLM where its RL stage does, apart from the model.
@@ -235,19 +237,34 @@ def test_eval_serves_the_model_on_its_gpus(env: Env) -> None:
 
 def test_eval_serves_the_newest_finished_rl_model(env: Env) -> None:
     """Without eval.model, the `model` output of the newest finished RL run of the recipe is served."""
-    rl_run = env.run_root / "rl" / "tiny" / "r1"
-    rl_run.mkdir(parents=True)
-    mark_done(rl_run, {"model": "/models/rl-r1"})
-    result, plan, _ = dry_run(env, "eval", "recipe=tiny", "benchmark=demo")
+    sft_run, rl_run = env.run_root / "sft" / "tiny" / "s1", env.run_root / "rl" / "tiny" / "r1"
+    for run, model in ((sft_run, "/models/sft-s1"), (rl_run, "/models/rl-r1")):
+        run.mkdir(parents=True)
+        mark_done(run, {"model": model})
+    result, plan, _ = dry_run(env, "eval", "recipe=tiny", "benchmark=demo", "vllm.backend=gpu",
+                              "launcher.gpus_per_node=1")
     assert plan.services[0].argv[:3] == ["vllm", "serve", "/models/rl-r1"]
     assert plan.services[0].env["CUDA_VISIBLE_DEVICES"] == "0"
-    assert "eval serves /models/rl-r1" in result.err
+    assert f"eval serves /models/rl-r1 (the model of {rl_run.absolute()})" in result.err
+
+
+def test_eval_serves_the_newest_sft_model_when_there_is_no_rl_run(env: Env) -> None:
+    """No finished RL run: the newest finished SFT run's model is served, on the CPU build for tiny, and named."""
+    sft_run = env.run_root / "sft" / "tiny" / "s1"
+    sft_run.mkdir(parents=True)
+    mark_done(sft_run, {"model": "/models/sft-s1"})
+    result, plan, _ = dry_run(env, "eval", "recipe=tiny", "benchmark=demo")
+    model = plan.services[0]
+    assert model.argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/models/sft-s1"]
+    assert model.argv[0].endswith("vllm-cpu/bin/python")
+    assert f"eval serves /models/sft-s1 (the model of {sft_run.absolute()})" in result.err
 
 
 def test_eval_serves_the_vlm_beside_the_model(env: Env) -> None:
     """eval.vlm.serve=true adds a `vlm` service on eval.vlm.gpus, and video_qa asks it for every source."""
     _, plan, settings = dry_run(env, "eval", "recipe=tiny", "benchmark=demo", "eval.model=org/agent",
-                                "launcher.gpus_per_node=2", "eval.vlm.serve=true", "eval.vlm.gpus=[1]",
+                                "launcher.gpus_per_node=2", "vllm.backend=gpu", "eval.vlm.serve=true",
+                                "eval.vlm.gpus=[1]",
                                 "eval.vlm.model=org/vlm")
     assert [service.name for service in plan.services] == ["model", "vlm"]
     vlm = plan.services[1]
@@ -270,16 +287,17 @@ def test_eval_without_serving_asks_the_given_endpoints(env: Env) -> None:
 
 
 def test_eval_without_a_finished_rl_run(env: Env) -> None:
-    """serve=true and no finished RL run: a dry run warns and prints its Plan; a real run stops before anything
-    starts, naming the command that makes the model."""
+    """serve=true and no finished RL or SFT run: a dry run warns and prints its Plan; a real run stops before
+    anything starts, naming the command that makes the model."""
     result, plan, _ = dry_run(env, "eval", "recipe=tiny", "benchmark=demo")
     assert "warning" in result.err
-    assert "python -m launch rl recipe=tiny" in result.err
-    assert plan.services[0].argv[2] == "<no finished rl run of tiny: set eval.model>"
-    real = run_main(env, "eval", "recipe=tiny", "benchmark=demo")
+    assert "python -m launch sft recipe=tiny" in result.err
+    model = plan.services[0].argv
+    assert model[model.index("--model") + 1] == "<no finished rl or sft run of tiny: set eval.model>"
+    real = run_main(env, "eval", "recipe=tiny", "benchmark=demo", "vllm.backend=gpu", "launcher.gpus_per_node=1")
     assert real.code == 2
     assert real.err.startswith("error: eval: ")
-    assert "python -m launch rl recipe=tiny" in real.err
+    assert "python -m launch sft recipe=tiny" in real.err
     assert "eval.model" in real.err
     assert not env.run_root.exists()
 
@@ -300,9 +318,11 @@ ERRORS = [
     # VLMEndpoint's message: "eval.endpoint: VLMEndpoint.timeout_s=-1: expected a positive number".
     ("eval", ["benchmark=demo", "eval.endpoint.timeout_s=-1"], "eval.endpoint: VLMEndpoint.timeout_s=-1", False),
     ("eval", ["benchmark=demo", "eval.system_prompt_file=/nonexistent"], "eval.system_prompt_file", False),
-    ("eval", ["benchmark=demo", "eval.gpus=[5]", "launcher.gpus_per_node=1"], "eval.gpus", False),
-    ("eval", ["benchmark=demo", "eval.gpus=[5]", "launcher.gpus_per_node=1"], "eval.gpus", True),
-    ("eval", ["benchmark=demo", "eval.vlm.serve=true", "eval.vlm.gpus=[0]"], "eval.vlm.gpus=[0] overlaps", False),
+    ("eval", ["benchmark=demo", "eval.gpus=[5]", "launcher.gpus_per_node=1", "vllm.backend=gpu"], "eval.gpus", False),
+    ("eval", ["benchmark=demo", "eval.gpus=[5]", "launcher.gpus_per_node=1", "vllm.backend=gpu"], "eval.gpus", True),
+    ("eval", ["benchmark=demo", "eval.vlm.serve=true", "eval.vlm.gpus=[0]", "vllm.backend=gpu",
+              "launcher.gpus_per_node=1"], "eval.vlm.gpus=[0] overlaps", False),
+    ("eval", ["benchmark=demo", "vllm.backend=cpu", "vllm.cpu_python=/nowhere/python"], "vllm.backend=cpu", True),
     ("eval", ["benchmark=demo", "chat.observation_role=tool"], "chat.observation_role", True),
 ]
 

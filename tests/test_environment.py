@@ -174,6 +174,23 @@ def test_the_deepest_trainer_modules_import_without_vllm_and_cuda() -> None:
     assert "No module named 'torchvision'" in done.stderr, done.stderr[-2000:]
 
 
+def test_the_agent_loop_imports_on_cpu_with_its_multimodal_helpers_stood_in() -> None:
+    """With tools.rollouts.text_only, verl-tool's agent loop imports here (its trainer entry still needs vLLM);
+    exactly the three image and audio modules are stood in, each naming the dependency that does not load."""
+    code = ("import json\n"
+            "from tools.rollouts.text_only import stand_in_multimodal_modules\n"
+            "replaced = stand_in_multimodal_modules()\n"
+            "import verl_tool.agent_loop\n"
+            "from verl_tool.agent_loop import VerlToolAgentLoop\n"
+            "print(json.dumps(replaced))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    replaced = json.loads(done.stdout.splitlines()[-1])
+    assert set(replaced) == {"verl.utils.dataset.vision_utils", "verl_tool.agent_loop.vision_process",
+                             "verl_tool.utils.dataset.audio_utils"}
+    assert replaced["verl_tool.agent_loop.vision_process"].startswith("torchvision:")
+
+
 def test_trainer_key_file_regenerates_from_the_installed_checkout(tmp_path: Path) -> None:
     """`launch.gen_trainer_keys` on the installed verl-tool gives the committed key file, byte for byte."""
     output = tmp_path / "keys.json"

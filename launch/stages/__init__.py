@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from launch.plan import Plan
-from launch.stages import agent, audit, captions, datasets, rl, sft
+from launch.stages import agent, audit, captions, datasets, rl, rollouts, sft
 
 # build_plan(config, run_dir, run_name, python) -> Plan
 PlanBuilder = Callable[[DictConfig, Path, str, str], Plan]
@@ -42,6 +42,8 @@ def register(stage: Stage) -> Stage:
 register(Stage("sft", "cold-start SFT on tool trajectories with LLaMA-Factory", sft.build_plan))
 register(Stage("rl", "GRPO with verl-tool's trainer, our tool server and reward, from the newest SFT model",
                rl.build_plan))
+register(Stage("rollouts", "the RL preflight: the RL config's rollouts through verl-tool's agent loop, our tool "
+               "server and reward, GRPO advantages and a report", rollouts.build_rollouts_plan))
 register(Stage("captions", "build caption trees for a folder of videos through a VLM", captions.build_plan,
                needs_recipe=False, run_group=lambda config, recipe: str(config.captions.dataset)))
 register(Stage("audit", "score scripted policies with reward presets: a table and a plot of what each reward teaches",

