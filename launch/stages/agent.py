@@ -25,7 +25,7 @@ from launch.stages.datasets import (
     max_turns_of,
     tool_settings,
 )
-from launch.stages.serving import local_url, tool_settings_dict, vllm_engine, vllm_service
+from launch.stages.serving import local_url, served_gpus, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft_config import check_chat_config
 from tools.vlm_endpoint import VLMEndpoint
 
@@ -142,17 +142,6 @@ def newest_trained_model(run_root: str, recipe: str) -> Handoff:
             raise HandoffError(f"{rl_error}, and {sft_error}") from None
 
 
-def _gpus(section: dict, key: str, available: int, on_gpu: bool) -> list[int]:
-    """A list of GPU indices of this node (none when vLLM serves on the CPU)."""
-    gpus = section["gpus"]
-    if not on_gpu:
-        return []
-    if not isinstance(gpus, list) or not gpus or any(isinstance(g, bool) or not isinstance(g, int) or
-                                                     not 0 <= g < available for g in gpus):
-        raise AgentConfigError(f"{key}.gpus={gpus!r}: expected GPU indices below launcher.gpus_per_node={available}")
-    return gpus
-
-
 def _plan(config: DictConfig, stage: str, run_dir: Path, python: str, settings: dict, services: list) -> Plan:
     """The Plan of one agent run: its settings file, the demo world if asked for, services, and the loop."""
     if int(config.launcher.nodes) != 1:
@@ -186,14 +175,14 @@ def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: st
     services = []
     model_gpus: list[int] = []
     if section["serve"]:
-        model_gpus = _gpus(section, "eval", available, engine.uses_gpus)
+        model_gpus = served_gpus(section["gpus"], "eval.gpus", available, engine)
         services.append(vllm_service("model", eval_model(config, run_name.split("/", 1)[0]), endpoint["model"],
                                      model_gpus, section["max_model_len"], section["gpu_memory_utilization"],
                                      section["extra_args"], section["ready_timeout_s"], engine))
         endpoint["base_url"] = local_url("model")
     vlm = section["vlm"]
     if vlm["serve"]:
-        vlm_gpus = _gpus(vlm, "eval.vlm", available, engine.uses_gpus)
+        vlm_gpus = served_gpus(vlm["gpus"], "eval.vlm.gpus", available, engine)
         if set(vlm_gpus) & set(model_gpus):
             raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section['gpus']}")
         services.append(vllm_service("vlm", vlm["model"], vlm["model"], vlm_gpus, vlm["max_model_len"],

@@ -29,7 +29,7 @@ from launch.stages.rl import (
     vlm_service,
 )
 from launch.stages.rl_config import RLConfigError, check_rl_config
-from launch.stages.serving import local_url, vllm_engine, vllm_service
+from launch.stages.serving import local_url, served_gpus, vllm_engine, vllm_service
 from launch.stages.sft_config import check_choice, check_positive, typed_section
 
 SPLITS = ("train", "val")
@@ -86,9 +86,7 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
                                   "use launcher.nodes=1")
     engine = vllm_engine(config, python)
     available = int(config.launcher.gpus_per_node)
-    if engine.uses_gpus and any(not 0 <= gpu < available for gpu in section.gpus):
-        raise RolloutsConfigError(f"rollouts.gpus={section.gpus}: expected GPU indices below "
-                                  f"launcher.gpus_per_node={available}")
+    policy_gpus = served_gpus(section.gpus, "rollouts.gpus", available, engine)
     model = start_model(config, rl, run_name.split("/", 1)[0], "rollouts")
     values = trainer_values(config, rl, model, run_dir, run_name, ["console"])
     # The group size and sampling of the preflight; every other agent setting is the RL Plan's.
@@ -104,7 +102,7 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
              FileSpec(SETTINGS_FILE, json.dumps(settings, indent=2) + "\n", resolve=True)]
     services = [vlm_service(rl, list(rl.vlm.gpus), engine)] if rl.vlm.serve else []
     services.append(tool_service(rl, run_dir, python))
-    services.append(vllm_service(POLICY_NAME, model, POLICY_NAME, section.gpus if engine.uses_gpus else [],
+    services.append(vllm_service(POLICY_NAME, model, POLICY_NAME, policy_gpus,
                                  max_model_len, section.gpu_memory_utilization, section.extra_args,
                                  section.ready_timeout_s, engine))
     main = Step("rollouts", [python, "-m", "tools.rollouts", "--settings", SETTINGS_FILE, "--output", OUTPUT_DIR],

@@ -76,6 +76,16 @@ def local_url(key: str) -> str:
     return f"http://127.0.0.1:{port(key)}/v1"
 
 
+def served_gpus(gpus: object, key: str, available: int, engine: VLLMEngine) -> list[int]:
+    """`key`'s GPU indices, checked against the node's `available` GPUs; none when vLLM serves on the CPU."""
+    if not engine.uses_gpus:
+        return []
+    if not isinstance(gpus, list) or not gpus or any(isinstance(g, bool) or not isinstance(g, int) or
+                                                     not 0 <= g < available for g in gpus):
+        raise ServingConfigError(f"{key}={gpus!r}: expected GPU indices below launcher.gpus_per_node={available}")
+    return gpus
+
+
 def vllm_service(name: str, model: str, served_name: str, gpus: Sequence[int], max_model_len: int,
                  gpu_memory_utilization: float, extra_args: Sequence[str], ready_timeout_s: float,
                  engine: VLLMEngine) -> Service:

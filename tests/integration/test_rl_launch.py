@@ -134,8 +134,8 @@ def make_env(tmp_path: Path, fake_bin: Path, cache: Path, **extra: str) -> Env:
 def rl_args(env: Env, *extra: str) -> list[str]:
     """`python -m launch rl recipe=tiny` serving its VLM with `vllm serve` on GPU 0 of 2, from the tiny model."""
     return [sys.executable, "-m", "launch", "rl", "recipe=tiny", f"run_root={env.run_root}",
-            f"rl.model={env.model}", "vllm.backend=gpu", "rl.vlm.serve=true", "rl.vlm.gpus=[0]", "launcher.gpus_per_node=2",
-            "rl.trainer_gpus=1", f"rl.vlm.ready_timeout_s={READY_TIMEOUT_S}",
+            f"rl.model={env.model}", "vllm.backend=gpu", "rl.vlm.serve=true", "rl.vlm.gpus=[0]",
+            "launcher.gpus_per_node=2", "rl.trainer_gpus=1", f"rl.vlm.ready_timeout_s={READY_TIMEOUT_S}",
             f"rl.tool_server.ready_timeout_s={READY_TIMEOUT_S}", *extra]
 
 
