@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from launch.locks import verl_tool_pin
 from launch.trainer_keys import KEYS_FILE, TRAINER_CONFIG_DIR, TRAINER_CONFIG_NAME, type_name
+from tools.rollouts.sample import compose_trainer_config as compose_with_overrides
 
 # verl's YAML writes some float defaults as integers (`entropy_coeff: 0`, `top_p: 1`, `temperature: 0`);
 # the trainer's dataclasses read these keys as floats, so they are typed float.
@@ -39,9 +38,7 @@ def compose_trainer_config(checkout: Path) -> DictConfig:
     if not (config_dir / f"{TRAINER_CONFIG_NAME}.yaml").is_file():
         raise SystemExit(f"error: {config_dir}/{TRAINER_CONFIG_NAME}.yaml not found; "
                          f"is {checkout} a verl-tool checkout?")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir.absolute()), version_base=None):
-        return compose(config_name=TRAINER_CONFIG_NAME)
+    return compose_with_overrides([], config_dir)
 
 
 def _resolved(config: DictConfig, key: str) -> Any:

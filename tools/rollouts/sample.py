@@ -45,16 +45,21 @@ class Sampled:
     policy_requests: int = 0
 
 
-def compose_trainer_config(overrides: list[str]) -> DictConfig:
-    """verl-tool's trainer config with `overrides`, composed as its `main_ppo` composes it."""
-    import verl_tool.trainer
+def compose_trainer_config(overrides: list[str], config_dir: Path | None = None) -> DictConfig:
+    """verl-tool's trainer config with `overrides`, composed as its `main_ppo` composes it.
+
+    `config_dir`: the config folder of a verl-tool checkout; by default the installed verl-tool's.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    config_dir = Path(verl_tool.trainer.__file__).parent / "config"
+    if config_dir is None:
+        import verl_tool.trainer
+
+        config_dir = Path(verl_tool.trainer.__file__).parent / "config"
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        return compose(config_name=TRAINER_CONFIG_NAME, overrides=overrides)
+    with initialize_config_dir(config_dir=str(Path(config_dir).absolute()), version_base=None):
+        return compose(config_name=TRAINER_CONFIG_NAME, overrides=list(overrides))
 
 
 def first_prompts(config: DictConfig, tokenizer, split: str, count: int):
