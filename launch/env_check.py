@@ -4,7 +4,7 @@
 
 A broken environment fails here, naming the module, instead of minutes into a job. The GPU
 environment imports verl-tool's trainer entry and vLLM; the CPU one (CI's) has no vLLM, so it stops
-at the deepest verl-tool modules that import without it (see tests/test_environment.py).
+at the deepest verl-tool modules that import without it (see tests/launch/test_environment.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ COMMON_MODULES = (
     "verl.workers.fsdp_workers",
     "verl_tool.trainer.ppo.reward",
     "verl_tool.servers.tool_server",
-    "tools.serve_tool",
+    "tools.environment.serve_tool",
     "rewards.verl_entry",
 )
 # Only where vLLM and CUDA are: the RL trainer's entry and the policy/VLM server.

@@ -3,7 +3,7 @@
 The RL stage validates each override it renders against this file, so a typo or a wrong type is an
 error before anything starts, on a machine without verl-tool or a GPU. The file is generated from a
 verl-tool checkout at the commit of `launch/env/verl_tool.pin` (the one `launch/install.sh` installs;
-tests/test_environment.py regenerates it from the installed checkout); only Hydra is needed:
+tests/launch/test_environment.py regenerates it from the installed checkout); only Hydra is needed:
 
     python -m launch.gen_trainer_keys CHECKOUT    (install.sh's: VENV/src/verl-tool-<commit>)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rewards.intervals import f1_of_overlap, merge
 from rewards.question import Question
 from rewards.registry import register
 from rewards.rollout import Rollout
-from tools import geometry
-from tools.actions import VideoQA, answer_letter
-from tools.prompts import LETTERS
+from tools.environment import geometry
+from tools.environment.actions import VideoQA, answer_letter
+from tools.environment.intervals import f1_of_overlap, merge
+from tools.environment.prompts import LETTERS
 
 # Which served calls count as visits for location: medium captions, low captions, video_qa questions.
 VISIT_KINDS = ("medium", "low", "video_qa")

@@ -11,10 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rewards.intervals import Interval, merge, overlaps
-from tools import geometry
-from tools.actions import GetCaption
-from tools.prompts import LETTERS
+from tools.environment import geometry
+from tools.environment.actions import GetCaption
+from tools.environment.intervals import Interval, merge, overlaps
+from tools.environment.prompts import LETTERS
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class AuditQuestion:
         return next(letter for letter in LETTERS[:self.option_count] if letter != self.letter)
 
     def extra_info(self, index: int) -> dict:
-        """The question's `extra_info` (DESIGN §4 field names)."""
+        """The question's `extra_info` (field names of rewards/README.md)."""
         extra = {"video_uid": self.video_uid, "duration": self.duration, "width": self.width,
                  "clue_intervals": [list(clue) for clue in self.clues], "index": index}
         if self.options:

@@ -1,6 +1,6 @@
 """What the reward knows about one question: its ground-truth letter, options, tree geometry and clues.
 
-Read from verl's `ground_truth` and `extra_info` (field names fixed in DESIGN §4). Rows from a
+Read from verl's `ground_truth` and `extra_info` (field names fixed in rewards/README.md). Rows from a
 parquet file arrive with numpy arrays where the JSON had lists, so `extra_info` is made plain first.
 Bad data raises RewardInputError naming the field: a question never silently scores zero.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from rewards.intervals import Interval, merge
-from tools.prompts import LETTERS
-from tools.question_fields import QuestionFields
+from tools.environment.intervals import Interval, merge
+from tools.environment.prompts import LETTERS
+from tools.environment.question_fields import QuestionFields
 
 # The ground truth is an option letter, possibly bracketed or followed by a period.
 _GROUND_TRUTH = re.compile(r"^\s*[(\[]?([A-Z])[)\].]?\s*$")

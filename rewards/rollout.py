@@ -1,11 +1,11 @@
 """A decoded rollout split into model turns and judged by the navigation environment's own rules.
 
 verl decodes a rollout without special tokens, with every observation inline. Observations never
-hold a turn tag (`tools.prompts` respells them), and generation stops at the first `</tool>` or
+hold a turn tag (`tools.environment.prompts` respells them), and generation stops at the first `</tool>` or
 `</answer>` (the action stop tokens), so a model turn starts at the first turn tag after the last
 one ended (the first turn starts at the top) and ends at the first action close tag after that.
-Each turn is read by `tools.actions.parse_turn`, and a call is valid exactly when the tool would
-serve it: its ids exist at the question's width (`tools.geometry`), and video_qa asks about a leaf
+Each turn is read by `tools.environment.actions.parse_turn`, and a call is valid exactly when the tool would
+serve it: its ids exist at the question's width (`tools.environment.geometry`), and video_qa asks about a leaf
 whose caption was read earlier in the same rollout.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tools import geometry
-from tools.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
+from tools.environment import geometry
+from tools.environment.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
 
 _ANY_TAG = re.compile("|".join(re.escape(tag) for tag in TURN_TAGS))
 _TURN_END = re.compile(f"{re.escape(TOOL_CLOSE)}|{re.escape(ANSWER_CLOSE)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 # The local Slurm cluster fixture, for every test that submits real jobs.
-from tests.slurm_cluster import slurm  # noqa: F401
+from tests.fixtures.slurm_cluster import slurm  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +48,16 @@ def dry_run_in_fresh_interpreter(argv: list[str], env: dict[str, str] | None = N
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache dir holding the tiny model, the demo world and its SFT file; LONGVIDEO_R1_CACHE points at it."""
-    from tools import demo_world, tiny_model
-    from tools.sft_data import build, demo_settings
+    from tools.builders.sft_data import build
+    from tools.demo import tiny_model
+    from tools.demo import world as demo_world
+    from tools.demo.world import sft_settings
 
     cache = tmp_path_factory.mktemp("cache")
     tiny_model.build(cache / "models" / "tiny-qwen3")
     world = demo_world.ensure(cache / "demo" / "world")
     # The file recipe=tiny trains on (its default role and turn budget), so its build step is skipped.
-    build(demo_settings(world, "user", DEMO_MAX_TURNS), cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}")
+    build(sft_settings(world, "user", DEMO_MAX_TURNS), cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}")
     os.environ["LONGVIDEO_R1_CACHE"] = str(cache)
     # LLaMA-Factory's tokenized-dataset cache goes here too, never into the user's ~/.cache.
     os.environ["HF_DATASETS_CACHE"] = str(cache / "hf_datasets")
@@ -64,9 +66,10 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def demo_samples(cache: Path, observation_role: str, count: int | None = None) -> list[dict]:
     """The first `count` sharegpt samples of the cached demo world, with observations in `observation_role`."""
-    from tools.sft_data import demo_settings, our_samples
+    from tools.builders.sft_data import our_samples
+    from tools.demo.world import sft_settings
 
-    settings = demo_settings(cache / "demo" / "world", observation_role, DEMO_MAX_TURNS)
+    settings = sft_settings(cache / "demo" / "world", observation_role, DEMO_MAX_TURNS)
     return [item[0] for item in our_samples(settings)][:count]
 
 
@@ -78,8 +81,8 @@ def run_root(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def vlm():
-    """A loopback OpenAI-protocol VLM (tests/fake_vlm.py), shared by a module's tests."""
-    from tests.fake_vlm import FakeVLM
+    """A loopback OpenAI-protocol VLM (tests/fixtures/fake_vlm.py), shared by a module's tests."""
+    from tests.fixtures.fake_vlm import FakeVLM
 
     with FakeVLM(answer="a red car drives by") as server:
         yield server
@@ -87,8 +90,8 @@ def vlm():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, vlm):
-    """The navigation tool's world (tests/tool_world.py): a caption tree and a real 64 s video."""
-    from tests.tool_world import build_world
+    """The navigation tool's world (tests/fixtures/tool_world.py): a caption tree and a real 64 s video."""
+    from tests.fixtures.tool_world import build_world
 
     return build_world(tmp_path_factory.mktemp("world"), vlm)
 

@@ -1,6 +1,6 @@
 """The agent-loop stages: `eval` (the trained model on a benchmark) and `trajectories` (a teacher's SFT data).
 
-Both render one settings file, `<stage>/settings.json`, and run `python -m tools.agent_run` on it,
+Both render one settings file, `<stage>/settings.json`, and run `python -m tools.agent.run` on it,
 which writes its results beside it. The questions come from the chosen benchmark (`benchmark=`),
 the turn limit from the recipe (`agent.max_turns`, as RL), the tool from the `tool` config with the
 benchmark's folders for its data source. Eval can serve the model (and the VLM) with `vllm serve`
@@ -27,7 +27,7 @@ from launch.stages.datasets import (
 )
 from launch.stages.serving import local_url, served_gpus, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft_config import check_chat_config
-from tools.vlm_endpoint import VLMEndpoint
+from tools.environment.vlm_endpoint import VLMEndpoint
 
 LENGTHS = ("short", "medium", "long")
 GENERATION_KEYS = ("top_p", "send_stop", "vllm_stop", "question_timeout_s", "extra_body")
@@ -74,7 +74,7 @@ def _positive(section: dict, stage: str, key: str, minimum: int = 1) -> int:
 
 
 def run_settings(config: DictConfig, stage: str, endpoint: dict, spec: dict) -> dict:
-    """The settings `tools.agent_run` reads, every value checked and resolved."""
+    """The settings `tools.agent.run` reads, every value checked and resolved."""
     section = OmegaConf.to_container(config[stage], resolve=True)
     concurrency = _positive(section, stage, "concurrency")
     timeout = section["question_timeout_s"]
@@ -151,9 +151,9 @@ def _plan(config: DictConfig, stage: str, run_dir: Path, python: str, settings: 
     files = [FileSpec(settings_file, json.dumps(settings, indent=2) + "\n", resolve=True)]
     before = []
     if settings["questions"].get("build") == "demo":
-        before.append(Step("build_demo_world", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config)],
+        before.append(Step("build_demo_world", [python, "-m", "tools.demo.world", "--output", demo_world_dir(config)],
                            skip_if_exists=str(Path(demo_world_dir(config)) / "COMPLETE")))
-    main = Step(stage, [python, "-m", "tools.agent_run", "--settings", settings_file, "--output", stage],
+    main = Step(stage, [python, "-m", "tools.agent.run", "--settings", settings_file, "--output", stage],
                 env={"PYTHONUNBUFFERED": "1"})
     return Plan(stage=stage, run_dir=str(run_dir), main=main, files=files, services=services, before=before,
                 resources=Resources(nodes=1, gpus_per_node=int(config.launcher.gpus_per_node)),

@@ -2,7 +2,7 @@
 
 `python -m launch audit reward=PRESET [reward.components.location.weight=...]` writes
 `audit/settings.json` (the chosen spec, fully resolved, and each preset in `audit.compare`) and runs
-`python -m rewards.audit`, which plays scripted policies through the navigation environment and
+`python -m rewards.audit.run`, which plays scripted policies through the navigation environment and
 writes a table, a plot and the scored rollouts into the run directory.
 """
 
@@ -72,6 +72,6 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     """The audit Plan for a composed config, to run in `run_dir`."""
     settings = audit_settings(config)
     files = [FileSpec(SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")]
-    main = Step("audit", [python, "-m", "rewards.audit", "--settings", SETTINGS_FILE, "--output", "audit"])
+    main = Step("audit", [python, "-m", "rewards.audit.run", "--settings", SETTINGS_FILE, "--output", "audit"])
     return Plan(stage="audit", run_dir=str(run_dir), main=main, files=files,
                 resources=Resources(nodes=1, gpus_per_node=0), outputs={"audit": str(run_dir / "audit")})

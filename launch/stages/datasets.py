@@ -1,7 +1,7 @@
 """The dataset stages: `sft_data` (trajectories to LLaMA-Factory's sharegpt) and `rl_data` (annotations to parquet).
 
 Each Plan writes its settings, resolved and checked here, to `<stage>/settings.json` in the run
-directory and runs the builder (`python -m tools.sft_data` or `python -m tools.rl_data`), which
+directory and runs the builder (`python -m tools.builders.sft_data` or `python -m tools.builders.rl_data`), which
 writes its output beside them. The recipe supplies what the training stages must agree on: the
 turn limit (`agent.max_turns`), the observation role and template (`chat`), and `sft.cutoff_len`;
 caption folders come from the tool config, per data source.
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
 from launch.stages.sft_config import check_chat_config
-from tools.tool_settings import ToolSettings, ToolSettingsError, settings_from_dict
+from tools.environment.tool_settings import ToolSettings, ToolSettingsError, settings_from_dict
 
 SFT_SOURCES = ("trajectories", "released")
 ANNOTATION_FORMATS = ("cgbench", "videomme", "lvbench")
@@ -73,12 +73,12 @@ def tool_settings(config: DictConfig) -> ToolSettings:
 
 
 def demo_world_dir(config: DictConfig) -> str:
-    """The cached demo world (`tools.demo_world`) the tiny recipe's SFT and RL data are built from."""
+    """The cached demo world (`tools.demo.world`) the tiny recipe's SFT and RL data are built from."""
     return str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
 
 
 def sft_data_settings(config: DictConfig) -> dict:
-    """The resolved, checked settings `tools.sft_data` reads."""
+    """The resolved, checked settings `tools.builders.sft_data` reads."""
     section = _section(config, "sft_data")
     if section["source"] not in SFT_SOURCES:
         raise DatasetConfigError(f"sft_data.source={section['source']!r}: expected one of {', '.join(SFT_SOURCES)}")
@@ -101,7 +101,7 @@ def sft_data_settings(config: DictConfig) -> dict:
 
 
 def rl_data_settings(config: DictConfig) -> dict:
-    """The resolved, checked settings `tools.rl_data` reads."""
+    """The resolved, checked settings `tools.builders.rl_data` reads."""
     section = _section(config, "rl_data")
     if section["format"] not in ANNOTATION_FORMATS:
         raise DatasetConfigError(f"rl_data.format={section['format']!r}: expected one of "
@@ -130,7 +130,7 @@ def _plan(stage: str, settings: dict, run_dir: Path, python: str, outputs: dict[
     """A one-process, CPU-only Plan that runs `tools.<stage>` on its settings file."""
     settings_file = f"{stage}/settings.json"
     files = [FileSpec(settings_file, json.dumps(settings, indent=2) + "\n")]
-    main = Step(stage, [python, "-m", f"tools.{stage}", "--settings", settings_file, "--output", stage])
+    main = Step(stage, [python, "-m", f"tools.builders.{stage}", "--settings", settings_file, "--output", stage])
     return Plan(stage=stage, run_dir=str(run_dir), main=main, files=files,
                 resources=Resources(nodes=1, gpus_per_node=0),
                 outputs={key: str(run_dir / stage / name) for key, name in outputs.items()})

@@ -1,7 +1,7 @@
 """The RL stage: the composed config to a Plan that trains with verl-tool's GRPO trainer.
 
 Services: `vllm serve` for the VLM that video_qa asks (when `rl.vlm.serve`), then verl-tool's tool
-server with our navigation tool (`python -m tools.serve_tool`), each on a free loopback port. Main:
+server with our navigation tool (`python -m tools.environment.serve_tool`), each on a free loopback port. Main:
 `python -m verl_tool.trainer.main_ppo` with every override rendered from the recipe and checked
 against verl-tool's key set (`launch/trainer_keys.py`) and the cross-field rules
 (`launch/stages/rl_config.py`). After: the last checkpoint merged into a Hugging Face model with
@@ -28,8 +28,8 @@ from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
 from rewards.spec import RewardSpecError, spec_from_dict
-from tools.actions import ANSWER_CLOSE, TOOL_CLOSE
-from tools.tool_settings import ENV_VAR, ToolSettings
+from tools.environment.actions import ANSWER_CLOSE, TOOL_CLOSE
+from tools.environment.tool_settings import ENV_VAR, ToolSettings
 
 TOOL_CONFIG = "rl/tool.json"
 STOP_TOKENS_FILE = "rl/action_stop_tokens.txt"
@@ -208,7 +208,7 @@ def vlm_service(rl: RLConfig, gpus: list[int], engine: VLLMEngine) -> Service:
 
 def tool_service(rl: RLConfig, run_dir: Path, python: str) -> Service:
     """verl-tool's tool server with our tool, reading the settings this Plan renders."""
-    argv = [python, "-m", "tools.serve_tool", "--host", rl.tool_server.host, "--port", TOOL_PORT,
+    argv = [python, "-m", "tools.environment.serve_tool", "--host", rl.tool_server.host, "--port", TOOL_PORT,
             "--thread-pool-size", str(rl.tool_server.thread_pool_size)]
     return Service("tool_server", argv, env={ENV_VAR: str(run_dir / TOOL_CONFIG), "CUDA_VISIBLE_DEVICES": ""},
                    ready=ReadyCheck(http_url=f"http://{rl.tool_server.host}:{TOOL_PORT}/health",
@@ -235,7 +235,7 @@ def data_steps(config: DictConfig, rl: RLConfig, values: dict[str, object], pyth
     """The step that builds the demo RL parquet when the recipe asks for it (skipped once built)."""
     if not rl.data.build:
         return []
-    return [Step("build_rl_data", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
+    return [Step("build_rl_data", [python, "-m", "tools.demo.world", "--output", demo_world_dir(config),
                                    "--rl-output", str(Path(values["data.train_files"]).parent),
                                    "--max-turns", str(config.agent.max_turns)],
                  skip_if_exists=str(values["data.train_files"]))]
@@ -271,7 +271,7 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     before = data_steps(config, rl, values, python)
     after = [
         Step("merge", [python, "-m", "launch.rl_merge", str(run_dir)]),
-        Step("chat_template", [python, "-m", "tools.chat_template", "--model", str(run_dir / MERGED_DIR),
+        Step("chat_template", [python, "-m", "tools.builders.chat_template", "--model", str(run_dir / MERGED_DIR),
                                "--template", chat.template]),
     ]
     resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node),

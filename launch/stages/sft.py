@@ -20,7 +20,7 @@ from launch.compose import CONFIG_DIR
 from launch.plan import FileSpec, Plan, Resources, Step
 from launch.stages.datasets import demo_world_dir
 from launch.stages.sft_config import SFTConfig, SFTConfigError, check_sft_config
-from tools.sft_format import DATASET_NAME, dataset_info
+from tools.builders.sft_format import DATASET_NAME, dataset_info
 
 LF_DIR = "llamafactory"
 TRAIN_YAML = f"{LF_DIR}/train.yaml"
@@ -153,11 +153,11 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     ]
     before = []
     if model.build:
-        before.append(Step("build_model", [python, "-m", "tools.tiny_model", "--output", model_path],
+        before.append(Step("build_model", [python, "-m", "tools.demo.tiny_model", "--output", model_path],
                            skip_if_exists=f"{model_path}/config.json"))
     if sft.dataset.build:
         # The demo world is shared by every rendering; the SFT file depends on the role and the turn budget.
-        before.append(Step("build_dataset", [python, "-m", "tools.demo_world", "--output", demo_world_dir(config),
+        before.append(Step("build_dataset", [python, "-m", "tools.demo.world", "--output", demo_world_dir(config),
                                              "--sft-output", str(Path(dataset_path).parent),
                                              "--observation-role", chat.observation_role,
                                              "--max-turns", str(config.agent.max_turns)],
@@ -175,7 +175,7 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
         after.append(Step("merge_lora", ["llamafactory-cli", "export", EXPORT_YAML],
                           env={"CUDA_VISIBLE_DEVICES": ""}))
         final_model = str(run_dir / MERGED_DIR)
-    after.append(Step("chat_template", [python, "-m", "tools.chat_template", "--model", final_model,
+    after.append(Step("chat_template", [python, "-m", "tools.builders.chat_template", "--model", final_model,
                                         "--template", chat.template]))
     resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node))
     return Plan(stage="sft", run_dir=str(run_dir), main=main, files=files, before=before, after=after,

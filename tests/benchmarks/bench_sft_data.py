@@ -1,18 +1,18 @@
 """Benchmark: the SFT data builder, in tokens trained per epoch and in trajectories converted per second.
 
 Input is generated deterministically and is not timed: a few dozen videos of 1-2.5 hours (caption trees
-of width 6-8 written with `tools.caption_tree.tree_data`, captions of 50-100 words) and trajectories
+of width 6-8 written with `tools.environment.caption_tree.tree_data`, captions of 50-100 words) and trajectories
 of the paper's length (`--turns` tool calls, 10 by default, then an answer turn): a question with 4-5
 options, model turns of 80-150 words of thought then one action (medium and low get_caption calls,
 video_qa on a leaf already read), observations as the tool serves them (the caption, or an
 `<information>` reply of 20-50 words). Videos are shared between trajectories, as in real data.
-Every trajectory is a real `Trajectory` that passes `tools.sft_checks` and goes through
-`tools.sft_data.build`. Measured in the same run:
+Every trajectory is a real `Trajectory` that passes `tools.builders.sft_checks` and goes through
+`tools.builders.sft_data.build`. Measured in the same run:
 - tokens per epoch: our file holds one sample per trajectory, so an epoch reads each trajectory's
   tokens once; the baseline splits per turn (one sample per model turn, sample k holding the whole
   prefix up to and including model turn k, as one-sample-per-turn pipelines do), so an epoch reads
   the sum of the prefix lengths. Counted with the tiny model's tokenizer (the real Qwen vocabulary,
-  built locally by `tools.tiny_model`) and the `qwen3_nothink` template, exactly as the builder's
+  built locally by `tools.demo.tiny_model`) and the `qwen3_nothink` template, exactly as the builder's
   report counts them, on `--token-sample` trajectories each for 3, 5 and `--turns` tool calls, and
   extrapolated to `--trajectories`;
 - conversion: `build` without a tokenizer (parse + check + render + write, report included) on
@@ -37,14 +37,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tools import geometry, tiny_model
-from tools.actions import Answer, GetCaption, VideoQA
-from tools.caption_tree import tree_data
-from tools.prompts import LETTERS, caption_observation, video_qa_observation
-from tools.sft_checks import Checks
-from tools.sft_data import SAMPLES_FILE, SFTDataSettings, build
-from tools.sft_report import Report, TokenCounter
-from tools.trajectory import Trajectory, TrajectoryTurn
+from tools.builders.sft_checks import Checks
+from tools.builders.sft_data import SAMPLES_FILE, SFTDataSettings, build
+from tools.builders.sft_report import Report, TokenCounter
+from tools.demo import tiny_model
+from tools.environment import geometry
+from tools.environment.actions import Answer, GetCaption, VideoQA
+from tools.environment.caption_tree import tree_data
+from tools.environment.prompts import LETTERS, caption_observation, video_qa_observation
+from tools.environment.trajectory import Trajectory, TrajectoryTurn
 
 PAPER_SFT_SIZE = 33_000
 TEMPLATE = "qwen3_nothink"
@@ -150,7 +151,7 @@ def line_of(trajectory: Trajectory, check: bool) -> dict:
 
 
 def write_trajectories(path: Path, videos: list[dict], count: int, tool_calls: int, seed: int) -> Path:
-    """Stream `count` trajectories with `tool_calls` calls each as JSONL to `path` (as `tools.trajectory` writes)."""
+    """Stream `count` trajectories with `tool_calls` calls each as JSONL to `path` (as the trajectory module writes)."""
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as handle:
         for index in range(count):

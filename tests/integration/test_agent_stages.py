@@ -1,7 +1,7 @@
 """`python -m launch eval|trajectories` end to end on the demo benchmark, with scripted stand-ins for the models.
 
-The policy is the demo world's scripted teacher (tests/scripted_policy.py) behind a loopback OpenAI server
-(tests/fake_vlm.py); video_qa asks a second loopback server that answers what the demo world's scripted
+The policy is the demo world's scripted teacher (tests/fixtures/scripted_policy.py) behind a loopback OpenAI server
+(tests/fixtures/fake_vlm.py); video_qa asks a second loopback server that answers what the demo world's scripted
 VLM answered, so a correct run reproduces the demo trajectories turn for turn. Runs go through the real
 launcher: in this process (`launch.cli.main`, faster) and as real subprocesses (`python -m launch`).
 """
@@ -27,12 +27,12 @@ import pytest
 
 from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT, launch
-from tests.fake_vlm import FakeVLM
-from tests.scripted_policy import ScriptedPolicy, question_of
-from tests.test_cli import Result, run_main
-from tools import geometry, prompts
-from tools.sft_report import CHAT_ROLES
-from tools.trajectory import trajectory_from_dict
+from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.scripted_policy import ScriptedPolicy, question_of
+from tests.launch.test_cli import Result, run_main
+from tools.builders.sft_report import CHAT_ROLES
+from tools.environment import geometry, prompts
+from tools.environment.trajectory import trajectory_from_dict
 
 pytestmark = pytest.mark.slow
 
@@ -419,9 +419,9 @@ def most_questions_open(policy: Policy) -> int:
 
 
 def start_scripted_policy(demo: Demo, tmp_path: Path, stall_s: float) -> tuple[subprocess.Popen, str]:
-    """`python -m tests.scripted_policy` serving the demo script; the process and its base URL."""
+    """`python -m tests.fixtures.scripted_policy` serving the demo script; the process and its base URL."""
     port_file = tmp_path / "policy.port"
-    process = subprocess.Popen([sys.executable, "-m", "tests.scripted_policy", "--trajectories",
+    process = subprocess.Popen([sys.executable, "-m", "tests.fixtures.scripted_policy", "--trajectories",
                                 str(demo.world / "trajectories.jsonl"), "--port-file", str(port_file),
                                 "--stall", str(stall_s)], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import demo_samples
-from tools.chat_template import install, jinja_template
+from tools.builders.chat_template import install, jinja_template
 
 pytestmark = pytest.mark.slow
 

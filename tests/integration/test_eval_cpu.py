@@ -2,7 +2,7 @@
 
 The tiny SFT model is random, so its accuracy is whatever it is; what is tested is the stage against
 a real server: which model it serves and says, the report's turn accounting, resume and teardown.
-Its turns are sampled within the action grammar (tests/vllm_cpu.py) so they reach the tool.
+Its turns are sampled within the action grammar (tests/fixtures/vllm_cpu.py) so they reach the tool.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT, launch
+from tests.fixtures.vllm_cpu import require_vllm_cpu, structured_actions
 from tests.integration.test_rollouts_stage import alive, service_pids
-from tests.vllm_cpu import require_vllm_cpu, structured_actions
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""`python -m launch rl recipe=tiny` for real, with `vllm serve` the only stand-in (tests/fake_vllm.py).
+"""`python -m launch rl recipe=tiny` for real, with `vllm serve` the only stand-in (tests/fixtures/fake_vllm.py).
 
 Each test runs the real launcher in a subprocess with an executable `vllm` first on PATH that serves
 FakeVLM on the port it is given. Once the VLM is ready the launcher starts the real tool server
@@ -28,8 +28,8 @@ import pytest
 
 from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT
-from tests.fake_vllm import DELAY_ENV, STATE_ENV, write_vllm_executable
-from tests.test_local_executor import alive, still_alive
+from tests.fixtures.fake_vllm import DELAY_ENV, STATE_ENV, write_vllm_executable
+from tests.launch.test_local_executor import alive, still_alive
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ MARKER_ENV = "LONGVIDEO_R1_TEST_RL_LAUNCH"
 READY_TIMEOUT_S = 600
 FAIL_FAST_S = 60
 LAUNCH_TIMEOUT_S = 300
-TOOL_SERVER_MODULE = "tools.serve_tool"
+TOOL_SERVER_MODULE = "tools.environment.serve_tool"
 
 
 def marked_pids(marker: str) -> list[int]:

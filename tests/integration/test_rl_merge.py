@@ -1,7 +1,7 @@
 """An RL run's FSDP checkpoint merges into a Hugging Face model with verl's own merger via `python -m launch merge`.
 
 The checkpoint is genuine: two gloo processes shard the tiny Qwen3 model with FSDP2's `fully_shard`
-and save it with verl's own `FSDPCheckpointManager` (tests/fsdp_checkpoint.py), after adding a known
+and save it with verl's own `FSDPCheckpointManager` (tests/fixtures/fsdp_checkpoint.py), after adding a known
 delta to every weight, so the merged model must equal the perturbed weights and not the tiny model's.
 The refusals run in-process on a hand-made layout without weights: they stop before the merger starts.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from launch import rl_merge
 from tests.conftest import PROJECT_ROOT, launch
-from tests.fsdp_checkpoint import perturb
+from tests.fixtures.fsdp_checkpoint import perturb
 
 # Steps the fixture saves; the last is the one verl records as the latest.
 STEPS = (1, 3)
@@ -36,7 +36,7 @@ def rl_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """An RL run folder whose `checkpoints/` verl's FSDPCheckpointManager wrote from 2 FSDP2 ranks (steps 1, 3)."""
     run = tmp_path_factory.mktemp("rl") / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.fsdp_checkpoint", "--model", str(tiny_model_dir),
+               "-m", "tests.fixtures.fsdp_checkpoint", "--model", str(tiny_model_dir),
                "--checkpoints", str(run / rl_merge.CHECKPOINT_DIR), "--steps", *map(str, STEPS)]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"})

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT, launch
-from tests.vllm_cpu import require_vllm_cpu, structured_actions
+from tests.fixtures.vllm_cpu import require_vllm_cpu, structured_actions
 from tools.rollouts.sample import RAY_TEMP_PREFIX, compose_trainer_config
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_rollout_ids_are_the_ids_sft_trains_on(preflight: Preflight, tokenizer) 
     from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
-    from tools.sft_format import sharegpt_sample
+    from tools.builders.sft_format import sharegpt_sample
 
     template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template="qwen3_nothink"))
     prompts = prompt_messages(preflight)

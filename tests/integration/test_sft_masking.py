@@ -12,7 +12,7 @@ import pytest
 from launch.compose import compose_config
 from launch.stages.sft import LF_DIR, train_args
 from tests.conftest import DEMO_MAX_TURNS, demo_samples
-from tools.sft_format import dataset_info
+from tools.builders.sft_format import dataset_info
 
 pytestmark = pytest.mark.slow
 
@@ -176,9 +176,9 @@ def rollout_ids(tokenizer, chat_template: str, prompt: list[dict], exchanges: li
 
 def rl_prompts(tiny_cache: Path, ids: list[str]) -> list[list[dict]]:
     """The RL parquet prompts that the rl_data builder writes for the demo questions `ids`."""
-    from tools.annotations import read_annotations
-    from tools.caption_tree import load_caption_tree
-    from tools.rl_data import RLDataSettings, rl_row
+    from tools.builders.annotations import read_annotations
+    from tools.builders.rl_data import RLDataSettings, rl_row
+    from tools.environment.caption_tree import load_caption_tree
 
     world = tiny_cache / "demo" / "world"
     settings = RLDataSettings(str(world / "annotations.json"), "cgbench", "demo", str(world / "captions"), None,
@@ -195,8 +195,8 @@ def test_sft_sample_is_the_rl_rollout(encoded: Encoded, tiny_cache: Path) -> Non
     which RL never generates (generation stops at </answer>). In the tool role SFT wraps each observation
     in <tool_response>, which verl-tool's multi-turn rollout never writes: only that wrapper differs.
     """
-    from tools.chat_template import jinja_template
-    from tools.trajectory import read_trajectories
+    from tools.builders.chat_template import jinja_template
+    from tools.environment.trajectory import read_trajectories
 
     template = jinja_template("qwen3_nothink")
     trajectories = [item for _, item in read_trajectories(tiny_cache / "demo" / "world" / "trajectories.jsonl")]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT, launch
-from tools.chat_template import jinja_template
+from tools.builders.chat_template import jinja_template
 
 pytestmark = pytest.mark.slow
 

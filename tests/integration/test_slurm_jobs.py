@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import launch
-from tests.slurm_cluster import wait_for_job
+from tests.fixtures.slurm_cluster import wait_for_job
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import torch
 from rewards.rollout import COUNT_KEYS, decoded_rollout
 from rewards.score import compute_score
 from rewards.spec import spec_from_dict
-from tests.verl_reward import trainer_reward_manager
-from tools import geometry
-from tools.caption_tree import CaptionTree
-from tools.prompts import caption_observation, error_observation, first_user_turn, system_prompt
+from tests.fixtures.verl_reward import trainer_reward_manager
+from tools.environment import geometry
+from tools.environment.caption_tree import CaptionTree
+from tools.environment.prompts import caption_observation, error_observation, first_user_turn, system_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,8 @@ SPECS = {"paper": spec_dict("paper"), "default": spec_dict("default"), "default_
 @pytest.fixture(scope="module")
 def tokenizer():
     """The tiny Qwen3 tokenizer with the qwen3_nothink chat template, built locally."""
-    from tools.chat_template import jinja_template
-    from tools.tiny_model import build_tokenizer
+    from tools.builders.chat_template import jinja_template
+    from tools.demo.tiny_model import build_tokenizer
 
     return build_tokenizer(jinja_template("qwen3_nothink"))
 

@@ -1,7 +1,7 @@
-"""`python -m tools.serve_tool`: verl-tool's real server serving our tool over HTTP on loopback.
+"""`python -m tools.environment.serve_tool`: verl-tool's real server serving our tool over HTTP on loopback.
 
 verl-tool is in every environment of the project (launch/install.sh installs it from the pinned
-commit), so these tests always run; tests/test_verl_tool_glue.py makes the same calls in-process.
+commit), so these tests always run; tests/tools/environment/test_verl_tool_glue.py makes the same calls in-process.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.fake_vlm import FakeVLM
-from tests.tool_world import build_world, extra_info, turn
-from tools.tool_settings import ENV_VAR, write_settings
+from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.tool_world import build_world, extra_info, turn
+from tools.environment.tool_settings import ENV_VAR, write_settings
 
 
 def serve_tool(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
-    """Start `python -m tools.serve_tool ARGS` from the project root."""
+    """Start `python -m tools.environment.serve_tool ARGS` from the project root."""
     out = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, "-m", "tools.serve_tool", *args], cwd=PROJECT_ROOT, stdout=out,
+    return subprocess.Popen([sys.executable, "-m", "tools.environment.serve_tool", *args], cwd=PROJECT_ROOT, stdout=out,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
 def test_missing_settings_stop_the_server_before_it_serves() -> None:
     """Without $LONGVIDEO_R1_TOOL_CONFIG the entry exits 2 naming it (verl-tool would serve on without the tool)."""
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-    result = subprocess.run([sys.executable, "-m", "tools.serve_tool", "--port", "1"], cwd=PROJECT_ROOT,
+    result = subprocess.run([sys.executable, "-m", "tools.environment.serve_tool", "--port", "1"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and ENV_VAR in result.stderr
 
@@ -41,7 +41,7 @@ def test_missing_settings_stop_the_server_before_it_serves() -> None:
 def test_settings_file_that_does_not_exist_is_named(tmp_path: Path) -> None:
     """--settings pointing nowhere: exit 2 with the path."""
     missing = tmp_path / "nope.json"
-    result = subprocess.run([sys.executable, "-m", "tools.serve_tool", "--settings", str(missing)],
+    result = subprocess.run([sys.executable, "-m", "tools.environment.serve_tool", "--settings", str(missing)],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and str(missing) in result.stderr
 

@@ -1,0 +1,2 @@
+"""The agent loop on the environment: one question played with any OpenAI-compatible model, runs of many
+(teacher trajectories, evaluation) and their report."""

@@ -1,0 +1,84 @@
+"""The caption builder's settings: the keys of `captions/settings.json` and their one check.
+
+The captions stage renders the file from the composed `captions` section and checks it with
+`check_settings` before anything is created; `python -m tools.builders.build_captions` checks the file
+again with the same function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tools.environment.geometry import LEVEL_NAMES
+from tools.environment.vlm_endpoint import VLMEndpoint
+
+REQUIRED_PATHS = ("video_dir", "output_dir")
+PER_LEVEL_KEYS = ("frames_per_level", "max_side", "words_per_level")
+POSITIVE_INT_KEYS = ("min_width", "max_width", "workers")
+SETTING_KEYS = ("dataset", "video_dir", "output_dir", "subtitle_dir", "video_extensions", *PER_LEVEL_KEYS,
+                *POSITIVE_INT_KEYS, "jpeg_quality", "vlm")
+DATASET_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+
+
+class CaptionSettingsError(ValueError):
+    """The captions settings are missing a value or hold a wrong one; the message names the key."""
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_per_level(data: Mapping[str, Any], key: str, where: str) -> None:
+    """`data[key]` must map exactly high, medium and low to positive integers."""
+    value = data[key]
+    if not isinstance(value, Mapping) or set(value) != set(LEVEL_NAMES):
+        raise CaptionSettingsError(f"{where}.{key}={value!r}: expected a positive integer for each of "
+                                  f"{', '.join(LEVEL_NAMES)}")
+    for level in LEVEL_NAMES:
+        if not _is_positive_int(value[level]):
+            raise CaptionSettingsError(f"{where}.{key}.{level}={value[level]!r}: expected a positive integer")
+
+
+def _check_vlm(vlm: object, where: str) -> None:
+    """The VLM section, checked by the endpoint's own validation (which refuses an API key in a config)."""
+    try:
+        VLMEndpoint.from_dict(vlm, where=f"{where}.vlm")
+    except (TypeError, ValueError) as error:
+        raise CaptionSettingsError(str(error)) from None
+
+
+def check_settings(data: Mapping[str, Any], where: str) -> None:
+    """Raise CaptionSettingsError naming `where` and the key unless `data` holds valid captions settings."""
+    if not isinstance(data, Mapping):
+        raise CaptionSettingsError(f"{where}: expected a mapping of captions settings, got {type(data).__name__}")
+    missing = [key for key in SETTING_KEYS if key not in data]
+    unknown = [key for key in data if key not in SETTING_KEYS]
+    if missing or unknown:
+        raise CaptionSettingsError(f"{where}: missing keys {missing}, unknown keys {unknown}; "
+                                  f"expected exactly {', '.join(SETTING_KEYS)}")
+    dataset = data["dataset"]
+    if not isinstance(dataset, str) or not DATASET_PATTERN.fullmatch(dataset):
+        raise CaptionSettingsError(f"{where}.dataset={dataset!r}: expected a name of letters, digits, . _ -")
+    for key in REQUIRED_PATHS:
+        if not isinstance(data[key], str) or not data[key] or data[key] == "???":
+            raise CaptionSettingsError(f"{where}.{key}: missing; set {where}.{key}=/path/to/folder")
+    if data["subtitle_dir"] is not None and (not isinstance(data["subtitle_dir"], str) or not data["subtitle_dir"]):
+        raise CaptionSettingsError(f"{where}.subtitle_dir={data['subtitle_dir']!r}: expected a folder path or null")
+    extensions = data["video_extensions"]
+    if (not isinstance(extensions, list) or not extensions
+            or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)):
+        raise CaptionSettingsError(f"{where}.video_extensions={extensions!r}: expected a list like [.mp4, .mkv]")
+    for key in PER_LEVEL_KEYS:
+        _check_per_level(data, key, where)
+    for key in POSITIVE_INT_KEYS:
+        if not _is_positive_int(data[key]):
+            raise CaptionSettingsError(f"{where}.{key}={data[key]!r}: expected a positive integer")
+    if data["min_width"] > data["max_width"]:
+        raise CaptionSettingsError(f"{where}.min_width={data['min_width']} is greater than "
+                                  f"{where}.max_width={data['max_width']}; expected min_width <= max_width")
+    quality = data["jpeg_quality"]
+    if not _is_positive_int(quality) or quality > 100:
+        raise CaptionSettingsError(f"{where}.jpeg_quality={quality!r}: expected an integer from 1 to 100")
+    _check_vlm(data["vlm"], where)

@@ -1,0 +1,152 @@
+"""The navigation environment: one model turn in, one observation out, with per-trajectory state.
+
+`NavigationEnv.step` parses the turn with `tools.environment.actions`, serves get_caption from the cached caption
+tree and video_qa from the real video through the VLM, and turns every failure into an observation
+that says what was wrong. The verl-tool glue and the evaluation agent loop both drive this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.environment import frames, geometry, prompts
+from tools.environment.actions import Answer, GetCaption, VideoQA, parse_turn
+from tools.environment.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
+from tools.environment.question_fields import QuestionFields
+from tools.environment.tool_settings import SourceSettings, ToolSettings
+from tools.environment.vlm_client import VLMClient, VLMEndpoint, VLMError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A tool's reply to one turn: its text, whether it served a valid action, and the action's JSON form."""
+
+    text: str
+    valid: bool
+    kind: str
+    action: dict | None = None
+    done: bool = False
+
+
+class NavigationEnv:
+    """get_caption and video_qa over cached caption trees, with the 'caption read first' rule per trajectory."""
+
+    def __init__(self, settings: ToolSettings, client_factory: Callable[[VLMEndpoint], VLMClient] = VLMClient):
+        self.settings = settings
+        self.trees = TreeCache(settings.max_trees)
+        self._client_factory = client_factory
+        self._clients: dict[VLMEndpoint, VLMClient] = {}
+        self._read_leaves: OrderedDict[str, set[tuple[int, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def step(self, trajectory_id: str, turn: str, extra_info: object, data_source: str | None = None) -> Observation:
+        """Serve one model turn of trajectory `trajectory_id`; never raises for bad input, always explains."""
+        parsed = parse_turn(turn)
+        if parsed.error is not None:
+            return Observation(prompts.error_observation(parsed.error.reason), False, "invalid",
+                               parsed.error.to_dict())
+        action = parsed.action
+        if isinstance(action, Answer):
+            return Observation("", True, "answer", action.to_dict(), done=True)
+        try:
+            question = QuestionFields.from_extra_info(extra_info)
+        except ValueError as error:
+            logger.error("trajectory %s: %s", trajectory_id, error)
+            return self._failure(f"this question's data is broken ({error})", action)
+        source = self.settings.for_source(data_source)
+        try:
+            tree = self.tree_for(source, question)
+        except CaptionTreeError as error:
+            logger.error("trajectory %s: %s", trajectory_id, error)
+            return self._failure(f"the caption tree of video {question.video_uid!r} is unavailable ({error})", action)
+        try:
+            geometry.check_ids(action.ids, tree.width)
+        except geometry.GeometryError as error:
+            return Observation(prompts.error_observation(f"{action.render()}: {error}", show_forms=False),
+                               False, "invalid", action.to_dict())
+        if isinstance(action, GetCaption):
+            return self._get_caption(trajectory_id, action, tree, question)
+        return self._video_qa(trajectory_id, action, tree, question, source)
+
+    def end(self, trajectory_id: str) -> None:
+        """Forget a finished trajectory's state."""
+        with self._lock:
+            self._read_leaves.pop(trajectory_id, None)
+
+    def has_state(self, trajectory_id: str) -> bool:
+        """Whether trajectory `trajectory_id` has state (it read at least one low caption)."""
+        with self._lock:
+            return trajectory_id in self._read_leaves
+
+    def active_trajectories(self) -> list[str]:
+        """The trajectories that hold state."""
+        with self._lock:
+            return list(self._read_leaves)
+
+    def tree_for(self, source: SourceSettings, question: QuestionFields) -> CaptionTree:
+        """The cached caption tree of a question's video; CaptionTreeError if missing or of another width."""
+        tree = self.trees.get(caption_path(source.caption_dir, question.video_uid))
+        if tree.width != question.width:
+            raise CaptionTreeError(f"{tree.source}: the file's width is {tree.width} but extra_info.width is "
+                                   f"{question.width}; the caption file is authoritative, fix the dataset")
+        return tree
+
+    def _failure(self, reason: str, action: GetCaption | VideoQA) -> Observation:
+        """A valid-looking action the tool could not serve."""
+        return Observation(prompts.tool_failure_observation(reason), False, "tool_error", action.to_dict())
+
+    def _get_caption(self, trajectory_id: str, action: GetCaption, tree: CaptionTree,
+                     question: QuestionFields) -> Observation:
+        """Return a medium or low caption, remembering low ones for video_qa."""
+        if len(action.ids) == 3:
+            with self._lock:
+                self._read_leaves.setdefault(trajectory_id, set()).add(action.ids)
+                self._read_leaves.move_to_end(trajectory_id)
+                # A trajectory that never ends must not grow the server without bound.
+                while len(self._read_leaves) > self.settings.max_trajectories:
+                    dropped, _ = self._read_leaves.popitem(last=False)
+                    logger.warning("dropped the state of trajectory %s: over %d live trajectories",
+                                   dropped, self.settings.max_trajectories)
+        text = prompts.caption_observation(action.ids, tree.width, question.duration, tree.caption(action.ids))
+        return Observation(text, True, "caption", action.to_dict())
+
+    def _video_qa(self, trajectory_id: str, action: VideoQA, tree: CaptionTree, question: QuestionFields,
+                  source: SourceSettings) -> Observation:
+        """Sample the leaf's frames from the video and ask the VLM, once its caption was read."""
+        with self._lock:
+            allowed = action.ids in self._read_leaves.get(trajectory_id, ())
+        if not allowed:
+            ids = geometry.format_ids(action.ids)
+            return Observation(prompts.error_observation(
+                f"video_qa on {ids} is only allowed after reading its caption: call get_caption({ids}) first",
+                show_forms=False), False, "invalid", action.to_dict())
+        start, end = geometry.time_range(action.ids, tree.width, question.duration)
+        try:
+            video = self.video_path(source, question.video_uid)
+            times = frames.leaf_timestamps(start, end, self.settings.frames_per_query)
+            images = frames.read_frames(video, times, self.settings.max_side)
+            urls = [frames.to_jpeg_data_url(frame.image, self.settings.jpeg_quality) for frame in images]
+            answer = self.client_for(source.vlm).ask(prompts.vlm_question(action.query, start, end), urls)
+        except (frames.FrameError, VLMError, FileNotFoundError) as error:
+            logger.error("trajectory %s: video_qa%s failed: %s", trajectory_id, action.ids, error)
+            return self._failure(str(error), action)
+        return Observation(prompts.video_qa_observation(answer), True, "video_qa", action.to_dict())
+
+    def video_path(self, source: SourceSettings, video_uid: str) -> Path:
+        """The video file of `video_uid` in the source's video folder; FileNotFoundError naming what was tried."""
+        return frames.find_video(source.video_dir, video_uid, self.settings.video_extensions)
+
+    def client_for(self, endpoint: VLMEndpoint) -> VLMClient:
+        """One shared client per VLM endpoint, so its concurrency cap holds across trajectories."""
+        with self._lock:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = self._clients[endpoint] = self._client_factory(endpoint)
+            return client
