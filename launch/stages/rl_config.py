@@ -15,7 +15,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from launch.compose import ConfigError
-from launch.stages.sft_config import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, typed_section
 from launch.trainer_keys import effective
 
 ALGORITHMS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "remax")

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from launch.plan import FileSpec, Plan, Resources, Step
+from launch.schema import check_choice, check_positive, typed_section
 from launch.stages.rl import (
     OVERRIDES_FILE,
     agent_files,
@@ -30,7 +31,6 @@ from launch.stages.rl import (
 )
 from launch.stages.rl_config import RLConfigError, check_rl_config
 from launch.stages.serving import local_url, served_gpus, vllm_engine, vllm_service
-from launch.stages.sft_config import check_choice, check_positive, typed_section
 
 SPLITS = ("train", "val")
 SETTINGS_FILE = "rollouts/settings.json"

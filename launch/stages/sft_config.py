@@ -8,10 +8,11 @@ from pathlib import Path
 # OmegaConf's structured configs read typing.Optional, not `X | None`.
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
+from launch.compose import ConfigError
 from launch.rundir import SECRET_KEY
+from launch.schema import check_choice, check_positive, typed_section
 
 FINETUNING_TYPES = ("full", "lora")
 DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
@@ -34,7 +35,7 @@ FORBIDDEN_EXTRA_ARGS = {
 }
 
 
-class SFTConfigError(ValueError):
+class SFTConfigError(ConfigError):
     """The `sft` (or `model`, `chat`) section of the composed config is invalid."""
 
 
@@ -91,58 +92,34 @@ class ChatConfig:
     observation_role: str = "user"
 
 
-def check_choice(section: str, key: str, value: Any, allowed: tuple, error: type[Exception] = SFTConfigError) -> None:
-    """`section.key` must be one of `allowed`."""
-    if value not in allowed:
-        raise error(f"{section}.{key}={value!r} is not one of: {', '.join(map(str, allowed))}")
-
-
-def check_positive(section: str, key: str, value: float, allow_minus_one: bool = False,
-                   error: type[Exception] = SFTConfigError) -> None:
-    """`section.key` must be > 0 (or exactly -1 where that means "no limit")."""
-    if value <= 0 and not (allow_minus_one and value == -1):
-        raise error(f"{section}.{key}={value!r} must be > 0")
-
-
-def typed_section(schema: type, node: DictConfig, section: str, error: type[Exception] = SFTConfigError) -> Any:
-    """A config section as an instance of the dataclass `schema`; unknown keys and wrong types name the key."""
-    try:
-        # Interpolations (e.g. ${paths.cache}) resolve against the whole config first.
-        values = OmegaConf.to_container(node, resolve=True)
-        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as failure:
-        raise error(f"invalid `{section}` config: {failure}") from None
-
-
 def check_chat_config(config: DictConfig) -> ChatConfig:
     """Type-check the recipe's `chat` section, which SFT, the dataset builders and RL all read."""
-    chat: ChatConfig = typed_section(ChatConfig, config.chat, "chat")
-    check_choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES)
+    chat: ChatConfig = typed_section(ChatConfig, config.chat, "chat", error=SFTConfigError)
+    check_choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES, error=SFTConfigError)
     return chat
 
 
 def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatConfig]:
     """Type- and range-check the sections the SFT stage reads; errors name the key."""
-    sft: SFTConfig = typed_section(SFTConfig, config.sft, "sft")
-    model: ModelConfig = typed_section(ModelConfig, config.model, "model")
+    sft: SFTConfig = typed_section(SFTConfig, config.sft, "sft", error=SFTConfigError)
+    model: ModelConfig = typed_section(ModelConfig, config.model, "model", error=SFTConfigError)
     chat = check_chat_config(config)
-    check_choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES)
+    check_choice("sft", "finetuning_type", sft.finetuning_type, FINETUNING_TYPES, error=SFTConfigError)
     if sft.deepspeed is not None:
-        check_choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS)
-    check_choice("sft", "precision", sft.precision, PRECISIONS)
-    check_choice("sft", "report_to", sft.report_to, REPORT_TO)
+        check_choice("sft", "deepspeed", sft.deepspeed, DEEPSPEED_CONFIGS, error=SFTConfigError)
+    check_choice("sft", "precision", sft.precision, PRECISIONS, error=SFTConfigError)
+    check_choice("sft", "report_to", sft.report_to, REPORT_TO, error=SFTConfigError)
     if sft.dataset.build is not None:
-        check_choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS)
+        check_choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS, error=SFTConfigError)
         if Path(sft.dataset.path).name != SFT_FILE:
             raise SFTConfigError(f"sft.dataset.path={sft.dataset.path}: the demo builder writes {SFT_FILE} into a "
                                  f"folder, so the path must end in /{SFT_FILE}")
     if model.build is not None:
-        check_choice("model", "build", model.build, MODEL_BUILDERS)
+        check_choice("model", "build", model.build, MODEL_BUILDERS, error=SFTConfigError)
     for key in ("cutoff_len", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "logging_steps", "save_steps"):
-        check_positive("sft", key, getattr(sft, key))
-    check_positive("sft", "max_steps", sft.max_steps, allow_minus_one=True)
+        check_positive("sft", key, getattr(sft, key), error=SFTConfigError)
+    check_positive("sft", "max_steps", sft.max_steps, allow_minus_one=True, error=SFTConfigError)
     if not 0 <= sft.warmup_ratio < 1:
         raise SFTConfigError(f"sft.warmup_ratio={sft.warmup_ratio!r} must be in [0, 1)")
     for key in sft.extra_args:
