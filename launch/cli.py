@@ -23,8 +23,11 @@ from launch.rundir import (
     write_config,
     write_provenance,
 )
+from launch.schema import check_range, typed_section
 from launch.stages import STAGES
+from launch.stages.agent_config import benchmark_names
 from launch.stages.sft_config import SFTConfigError
+from rewards.spec import preset_names
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USAGE = """usage: python -m launch STAGE [KEY=VALUE ...] [--dry-run] [-m|--multirun]
@@ -37,6 +40,8 @@ Utilities (their own arguments; --help on each):
 {utilities}
 
 Recipes (recipe=NAME): {recipes}
+Benchmarks of eval and trajectories (benchmark=NAME): {benchmarks}
+Reward presets (reward=NAME): {presets}
 
 Options:
   --dry-run       print the composed config and the Plan; start nothing, create nothing
@@ -71,7 +76,8 @@ def usage() -> str:
     """The help text, listing every stage, utility and recipe."""
     stages = "\n".join(f"  {s.name:<14}{s.summary}" for s in STAGES.values())
     utilities = "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in UTILITIES.items())
-    return USAGE.format(stages=stages, utilities=utilities, recipes=", ".join(recipe_names()))
+    return USAGE.format(stages=stages, utilities=utilities, recipes=", ".join(recipe_names()),
+                        benchmarks=", ".join(benchmark_names()), presets=", ".join(preset_names()))
 
 
 def run_utility(name: str, argv: list[str]) -> int:
@@ -103,17 +109,24 @@ def parse_argv(argv: list[str]) -> Invocation | None:
     return invocation
 
 
+@dataclass
+class LocalLauncher:
+    """`configs/launcher/local.yaml`, typed: this node only."""
+
+    name: str
+    nodes: int
+    gpus_per_node: int
+
+
 def check_launcher(config) -> None:
     """Check the `launcher` section before a stage reads it: all of slurm's settings, or local's node count."""
     if config.launcher.name == "slurm":
         slurm.slurm_settings(config)
         return
-    for key in ("nodes", "gpus_per_node"):
-        value = config.launcher.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"launcher.{key}={value!r}: expected a whole number >= 0")
-    if config.launcher.nodes != 1:
-        raise ConfigError(f"launcher.nodes={config.launcher.nodes}: launcher=local runs on this node only; "
+    launcher: LocalLauncher = typed_section(LocalLauncher, config.launcher, "launcher")
+    check_range("launcher", "gpus_per_node", launcher.gpus_per_node, 0)
+    if launcher.nodes != 1:
+        raise ConfigError(f"launcher.nodes={launcher.nodes}: launcher=local runs on this node only; "
                           "use launcher=slurm for several nodes")
 
 

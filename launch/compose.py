@@ -37,6 +37,11 @@ def recipe_names() -> list[str]:
     return sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
 
 
+def group_options(group: str) -> list[str]:
+    """The options of the config group `group`: the names of `configs/<group>/*.yaml`."""
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
 @lru_cache(maxsize=1)
 def register_recipes() -> None:
     """Store every `recipes/*.yaml` in Hydra's ConfigStore as an option of the group `recipe`."""

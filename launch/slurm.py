@@ -11,13 +11,14 @@ import json
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from launch.compose import ConfigError
 from launch.plan import Plan, placeholders_in
+from launch.schema import check_positive, check_range, typed_section
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).with_name("templates") / "slurm.sbatch.j2"
@@ -36,62 +37,53 @@ class SlurmError(ConfigError):
 class ContainerSettings:
     """pyxis/enroot flags for every srun step."""
 
-    image: str | None = None
-    mounts: list[str] = field(default_factory=list)
-    extra_args: list[str] = field(default_factory=list)
+    image: str | None
+    mounts: list[str]
+    extra_args: list[str]
 
 
 @dataclass
 class RaySettings:
     """The Ray cluster an RL job starts over its nodes."""
 
-    port: int = 6379
-    join_timeout_s: int = 600
+    port: int
+    join_timeout_s: int
 
 
 @dataclass
 class SlurmSettings:
-    """`configs/launcher/slurm.yaml`, checked."""
+    """`configs/launcher/slurm.yaml`, typed (the values are the YAML's)."""
 
-    name: str = "slurm"
-    nodes: int = 1
-    gpus_per_node: int = 0
-    gpu_type: str | None = None
-    request_gpus: bool = True
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time: str | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    constraint: str | None = None
-    exclusive: bool = False
-    job_name: str | None = None
-    extra_sbatch: list[str] = field(default_factory=list)
-    setup: list[str] = field(default_factory=list)
-    python: str | None = None
-    container: ContainerSettings = field(default_factory=ContainerSettings)
-    requeue: bool = True
-    signal_before_end_s: int = 300
-    ray: RaySettings = field(default_factory=RaySettings)
+    name: str
+    nodes: int
+    gpus_per_node: int
+    gpu_type: str | None
+    request_gpus: bool
+    partition: str | None
+    account: str | None
+    qos: str | None
+    time: str | None
+    cpus_per_task: int | None
+    mem: str | None
+    constraint: str | None
+    exclusive: bool
+    job_name: str | None
+    extra_sbatch: list[str]
+    setup: list[str]
+    python: str | None
+    container: ContainerSettings
+    requeue: bool
+    signal_before_end_s: int
+    ray: RaySettings
 
 
 def slurm_settings(config: DictConfig) -> SlurmSettings:
     """The `launcher` section as SlurmSettings; a wrong key or type names it."""
-    try:
-        # Resolved first: the section's interpolations (a recipe's GPUs per stage) point outside it.
-        section = OmegaConf.to_container(config.launcher, resolve=True)
-        settings: SlurmSettings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SlurmSettings), section))
-    except Exception as error:  # omegaconf raises several error classes for one mistake
-        key = getattr(error, "full_key", None) or getattr(error, "key", None)
-        where = f"launcher.{key}" if key else "launcher"
-        reason = str(error).splitlines()[0]
-        raise SlurmError(f"{where} (configs/launcher/slurm.yaml): {reason}") from None
-    if settings.nodes < 1 or settings.gpus_per_node < 0:
-        raise SlurmError(f"launcher.nodes must be >= 1 and launcher.gpus_per_node >= 0, got "
-                         f"{settings.nodes} and {settings.gpus_per_node}")
+    settings: SlurmSettings = typed_section(SlurmSettings, config.launcher, "launcher", SlurmError)
+    check_positive("launcher", "nodes", settings.nodes, error=SlurmError)
+    check_range("launcher", "gpus_per_node", settings.gpus_per_node, 0, error=SlurmError)
     for line in settings.extra_sbatch:
-        if not str(line).startswith("-") or "\n" in str(line):
+        if not line.startswith("-") or "\n" in line:
             raise SlurmError(f"launcher.extra_sbatch entry {line!r} must be one sbatch option, e.g. '--mail-type=END'")
     return settings
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from tools.builders.chat_template import TEMPLATE_NAMES
+
 # Arguments that need the launched process's devices; checked for type only.
 DEVICE_BOUND = {"deepspeed": str, "bf16": bool, "fp16": bool, "enable_liger_kernel": bool}
 
@@ -60,7 +62,7 @@ def check_train_args(args: dict, source: str = "<args>") -> None:
         raise TrainArgsError(f"{source}: mask_history trains only the last turn; remove it")
     if args.get("template") not in TEMPLATES:
         raise TrainArgsError(f"{source}: template {args.get('template')!r} is not one of LLaMA-Factory's "
-                             f"({len(TEMPLATES)} known, e.g. qwen3_nothink, qwen)")
+                             f"({len(TEMPLATES)} known, e.g. {', '.join(TEMPLATE_NAMES)})")
     for key, kind in DEVICE_BOUND.items():
         if key in args and not isinstance(args[key], kind):
             raise TrainArgsError(f"{source}: {key} must be {kind.__name__}, got {args[key]!r}")

@@ -1,75 +1,44 @@
 """The reward components: answer, location, efficiency, format, and the paper's repeat ratio.
 
 Each is a plain function of a judged rollout, its question and keyword options (whose defaults are
-the options a preset may set), registered with its range. README documents every formula.
+the options a preset may set), registered with its range. rewards/README.md documents every formula.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-from rewards.question import Question
+from rewards.question import AnswerKey
 from rewards.registry import register
 from rewards.rollout import Rollout
 from tools.environment import geometry
-from tools.environment.actions import VideoQA, answer_letter
+from tools.environment.actions import VideoQA
+from tools.environment.answers import answer_option
 from tools.environment.intervals import f1_of_overlap, merge
-from tools.environment.prompts import LETTERS
 
 # Which served calls count as visits for location: medium captions, low captions, video_qa questions.
-VISIT_KINDS = ("medium", "low", "video_qa")
-# An answer whose words (after "the answer is") are only letters and these names several options: "A or B".
-_HEDGE_WORDS = frozenset({"or", "and", "option", "options"})
-_WORD = re.compile(r"[A-Za-z]+")
-# No two unbounded space runs touch, so a failed match backtracks in linear time.
-_ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?answer(?:\s+is)?(?:\s*[:\-]\s*|\s*)", re.IGNORECASE)
-_NOT_WORD = re.compile(r"[^\w]+")
-
-
-def _normalise(text: str) -> str:
-    """Text compared for option matching: lower case, punctuation dropped, single spaces."""
-    return _NOT_WORD.sub(" ", text.casefold()).strip()
-
-
-def _names_several_letters(text: str) -> bool:
-    """Whether an answer lists two or more option letters and nothing else, e.g. `A or B`, `Answer: (A), (C)`."""
-    words = _WORD.findall(_ANSWER_PREFIX.sub("", text, count=1))
-    letters = {word for word in words if len(word) == 1 and word.isupper()}
-    return len(letters) > 1 and all(word in letters or word.lower() in _HEDGE_WORDS for word in words)
-
-
-def answer_option(text: str, options: Sequence[str]) -> str | None:
-    """The option letter an answer names (`B`, `(B)`, `B.`, `B. the red car`, `Answer: B`, or an option's text)."""
-    if _names_several_letters(text):
-        return None
-    letter = answer_letter(text)
-    if letter is not None:
-        return letter if not options or LETTERS.index(letter) < len(options) else None
-    wanted = _normalise(_ANSWER_PREFIX.sub("", text))
-    matches = [LETTERS[i] for i, option in enumerate(options) if wanted and _normalise(option) == wanted]
-    return matches[0] if len(matches) == 1 else None
+VISIT_KINDS = (*geometry.LEVEL_NAMES[1:], "video_qa")
 
 
 @register("answer", bounds=lambda options: (0.0, 1.0))
-def answer_reward(rollout: Rollout, question: Question) -> float:
+def answer_reward(rollout: Rollout, question: AnswerKey) -> float:
     """1 when every answer of the rollout names the ground-truth option, else 0 (none, unreadable or different)."""
     letters = {answer_option(answer.text, question.options) for answer in rollout.answers}
     return float(letters == {question.letter})
 
 
-def visited_intervals(rollout: Rollout, question: Question, visits: Sequence[str]) -> list[tuple[float, float]]:
+def visited_intervals(rollout: Rollout, question: AnswerKey, visits: Sequence[str]) -> list[tuple[float, float]]:
     """The union of the time ranges of the served calls of the kinds in `visits`, as a disjoint list."""
     ranges = []
     for action in rollout.served_calls:
-        kind = "video_qa" if isinstance(action, VideoQA) else ("medium" if len(action.ids) == 2 else "low")
+        kind = "video_qa" if isinstance(action, VideoQA) else geometry.level_name(action.ids)
         if kind in visits:
             ranges.append(geometry.time_range(action.ids, question.width, question.duration))
     return merge(ranges)
 
 
 @register("location", bounds=lambda options: (0.0, 1.0), choices={"visits": VISIT_KINDS})
-def location_reward(rollout: Rollout, question: Question, *, merge_gap_s: float = 5.0,
+def location_reward(rollout: Rollout, question: AnswerKey, *, merge_gap_s: float = 5.0,
                     visits: Sequence[str] = VISIT_KINDS) -> float | None:
     """F1 of coverage and precision of visited time against clue time; None when the data has no clues."""
     clues = question.merged_clues(merge_gap_s)
@@ -79,7 +48,7 @@ def location_reward(rollout: Rollout, question: Question, *, merge_gap_s: float 
 
 
 @register("efficiency", bounds=lambda options: (-float(options["max_penalty"]), 0.0))
-def efficiency_reward(rollout: Rollout, question: Question, *, repeat_penalty: float = 0.1, turn_budget: int = 10,
+def efficiency_reward(rollout: Rollout, question: AnswerKey, *, repeat_penalty: float = 0.1, turn_budget: int = 10,
                       over_budget_penalty: float = 0.05, video_qa_penalty: float = 0.02,
                       max_penalty: float = 0.5) -> float:
     """Minus the penalties for repeated calls, calls beyond the budget and video_qa calls, capped; never positive."""
@@ -92,7 +61,7 @@ def efficiency_reward(rollout: Rollout, question: Question, *, repeat_penalty: f
 
 
 @register("format", bounds=lambda options: (-float(options["max_penalty"]), 0.0))
-def format_reward(rollout: Rollout, question: Question, *, penalty_per_turn: float = 0.1,
+def format_reward(rollout: Rollout, question: AnswerKey, *, penalty_per_turn: float = 0.1,
                   max_penalty: float = 0.5) -> float:
     """Minus a penalty per turn that is invalid or breaks the grammar (an empty rollout is one such turn), capped."""
     bad_turns = rollout.ill_formed_turns if rollout.turns else 1
@@ -100,7 +69,7 @@ def format_reward(rollout: Rollout, question: Question, *, penalty_per_turn: flo
 
 
 @register("repeat_ratio", bounds=lambda options: (0.0, float(options["cap"])))
-def repeat_ratio(rollout: Rollout, question: Question, *, cap: float = 14.0) -> float:
+def repeat_ratio(rollout: Rollout, question: AnswerKey, *, cap: float = 14.0) -> float:
     """The paper's (calls - unique calls) / unique calls over served calls, at most `cap`; 0 without calls."""
     unique = rollout.unique_calls
     if unique == 0:

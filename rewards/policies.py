@@ -18,7 +18,7 @@ from tools.environment.prompts import LETTERS
 
 
 @dataclass(frozen=True)
-class AuditQuestion:
+class AuditCase:
     """One question of the audit: its video, geometry, clue intervals, options and the right letter."""
 
     video_uid: str
@@ -48,7 +48,7 @@ class AuditQuestion:
         return extra
 
 
-Policy = Callable[[AuditQuestion, random.Random, int], list[str]]
+Policy = Callable[[AuditCase, random.Random, int], list[str]]
 POLICIES: dict[str, Policy] = {}
 
 
@@ -74,7 +74,7 @@ def answer(letter: str, thought: str = "I have seen enough to answer.") -> str:
     return f"<think>{thought}</think><answer>{letter}</answer>"
 
 
-def clue_leaves(question: AuditQuestion) -> list[tuple[int, ...]]:
+def clue_leaves(question: AuditCase) -> list[tuple[int, ...]]:
     """The low segments that overlap the question's clue intervals, in time order."""
     clues = merge(question.clues)
     leaves = []
@@ -90,13 +90,13 @@ def _reads(ids_list: list[tuple[int, ...]], thought: str) -> list[str]:
 
 
 @policy("oracle")
-def oracle(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def oracle(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """Straight to the clue leaves, then the right answer."""
     return _reads(clue_leaves(question)[:max_turns], "The clue is here.") + [answer(question.letter)]
 
 
 @policy("coarse_to_fine")
-def coarse_to_fine(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def coarse_to_fine(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """The clue's medium segments, then their clue leaves, then the right answer."""
     path: list[tuple[int, ...]] = []
     for leaf in clue_leaves(question):
@@ -107,38 +107,38 @@ def coarse_to_fine(question: AuditQuestion, rng: random.Random, max_turns: int) 
 
 
 @policy("exhaustive")
-def exhaustive(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def exhaustive(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """Every medium segment in order until the turn limit, then the right answer."""
     mediums = [segment.ids for segment in geometry.segments(question.width, question.duration, levels=(2,))]
     return _reads(mediums[:max_turns], "I scan the whole video.") + [answer(question.letter)]
 
 
 @policy("repeat_spammer")
-def repeat_spammer(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def repeat_spammer(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """The first clue leaf read again and again up to the turn limit, then the right answer."""
     return _reads(clue_leaves(question)[:1] * max_turns, "Reading it again.") + [answer(question.letter)]
 
 
 @policy("guess_right")
-def guess_right(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def guess_right(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """No tool at all; the right answer."""
     return [answer(question.letter, "I guess.")]
 
 
 @policy("guess_wrong")
-def guess_wrong(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def guess_wrong(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """No tool at all; a wrong answer."""
     return [answer(question.wrong_letter, "I guess.")]
 
 
 @policy("perfect_nav_wrong")
-def perfect_nav_wrong(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def perfect_nav_wrong(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """The oracle's navigation, then a wrong answer."""
     return oracle(question, rng, max_turns)[:-1] + [answer(question.wrong_letter)]
 
 
 @policy("random_walker")
-def random_walker(question: AuditQuestion, rng: random.Random, max_turns: int) -> list[str]:
+def random_walker(question: AuditCase, rng: random.Random, max_turns: int) -> list[str]:
     """Random medium and low captions for a random number of turns, then a random option."""
     turns = []
     for _ in range(rng.randint(1, max_turns)):

@@ -8,18 +8,13 @@ Bad data raises RewardInputError naming the field: a question never silently sco
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
 
+from tools.environment.answers import LETTERS, ground_truth_letter
 from tools.environment.intervals import Interval, merge
-from tools.environment.prompts import LETTERS
-from tools.environment.question_fields import QuestionFields
-
-# The ground truth is an option letter, possibly bracketed or followed by a period.
-_GROUND_TRUTH = re.compile(r"^\s*[(\[]?([A-Z])[)\].]?\s*$")
+from tools.environment.plain_data import plain_data
+from tools.environment.question_fields import VideoFields
 
 
 class RewardInputError(ValueError):
@@ -27,8 +22,11 @@ class RewardInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class Question:
-    """The per-question facts a reward reads; `clues` is None where the data has no clue intervals."""
+class AnswerKey:
+    """What a rollout is scored against: the ground-truth letter, the options, the tree geometry and the clues.
+
+    `clues` is None where the data has no clue intervals.
+    """
 
     letter: str
     options: tuple[str, ...]
@@ -41,32 +39,19 @@ class Question:
         return None if self.clues is None else merge(self.clues, gap)
 
 
-def plain_data(value: Any) -> Any:
-    """`value` as plain Python: numpy arrays and scalars, and mappings and sequences (OmegaConf's too), nested."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if isinstance(value, Mapping):
-        return {str(key): plain_data(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [plain_data(item) for item in value]
-    return value
-
-
 def _ground_truth_letter(ground_truth: object, options: tuple[str, ...]) -> str:
     """The option letter of `ground_truth`: a letter such as `B`, `(B)` or `B.`, in range of the options."""
-    match = _GROUND_TRUTH.match(ground_truth) if isinstance(ground_truth, str) else None
-    if match is None:
+    letter = ground_truth_letter(ground_truth)
+    if letter is None:
         raise RewardInputError(f"ground_truth={ground_truth!r}: expected an option letter such as 'B'")
-    letter = match.group(1)
     if options and LETTERS.index(letter) >= len(options):
         raise RewardInputError(f"ground_truth={ground_truth!r} names option {letter}, but extra_info.options has "
                                f"only {len(options)} options")
     return letter
 
 
-def _options(extra_info: dict) -> tuple[str, ...]:
+def _options(options: object) -> tuple[str, ...]:
     """extra_info.options as a tuple of strings (empty when absent)."""
-    options = extra_info.get("options")
     if options is None:
         return ()
     if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
@@ -74,9 +59,8 @@ def _options(extra_info: dict) -> tuple[str, ...]:
     return tuple(options)
 
 
-def _clues(extra_info: dict, duration: float) -> tuple[Interval, ...] | None:
+def _clues(raw: object, duration: float) -> tuple[Interval, ...] | None:
     """extra_info.clue_intervals clipped to [0, duration]; None when absent or empty (no location term)."""
-    raw = extra_info.get("clue_intervals")
     if raw is None or (isinstance(raw, list) and not raw):
         return None
     if not isinstance(raw, list):
@@ -96,16 +80,29 @@ def _clues(extra_info: dict, duration: float) -> tuple[Interval, ...] | None:
     return tuple(clues)
 
 
-def read_question(ground_truth: object, extra_info: object) -> Question:
-    """The Question of one rollout; RewardInputError naming the field when something is missing or wrong."""
+def read_question(ground_truth: object, extra_info: object) -> AnswerKey:
+    """The AnswerKey of one rollout; RewardInputError naming the field when something is missing or wrong."""
     if not isinstance(extra_info, dict):
         raise RewardInputError(f"extra_info must be a mapping with video_uid, duration and width, got "
                                f"{type(extra_info).__name__}")
     extra_info = plain_data(extra_info)
     try:
-        fields = QuestionFields.from_extra_info(extra_info)
+        fields = VideoFields.from_extra_info(extra_info)
     except ValueError as error:
         raise RewardInputError(str(error)) from None
-    options = _options(extra_info)
-    letter = _ground_truth_letter(ground_truth, options)
-    return Question(letter, options, fields.width, fields.duration, _clues(extra_info, fields.duration))
+    return _answer_key(ground_truth, extra_info.get("options"), fields.width, fields.duration,
+                       extra_info.get("clue_intervals"))
+
+
+def answer_key(ground_truth: object, options: object, width: int, duration: float,
+               clue_intervals: object) -> AnswerKey:
+    """The AnswerKey from its fields (width and duration already checked, as `VideoFields` or a trajectory do)."""
+    return _answer_key(ground_truth, plain_data(options), width, duration, plain_data(clue_intervals))
+
+
+def _answer_key(ground_truth: object, options: object, width: int, duration: float,
+                clue_intervals: object) -> AnswerKey:
+    """The AnswerKey from plain fields."""
+    options = _options(options)
+    return AnswerKey(_ground_truth_letter(ground_truth, options), options, width, duration,
+                     _clues(clue_intervals, duration))

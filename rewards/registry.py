@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.question import Question
+from rewards.question import AnswerKey
 from rewards.rollout import COUNT_KEYS, Rollout
+from tools.environment.registry import add_entry, find_entry
 
 ComponentFunction = Callable[..., "float | None"]
 # bounds(options) -> (lowest, highest) value the component can take with those options.
@@ -30,7 +31,7 @@ class Component:
     bounds: BoundsFunction
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def __call__(self, rollout: Rollout, question: Question, options: Mapping[str, Any]) -> float | None:
+    def __call__(self, rollout: Rollout, question: AnswerKey, options: Mapping[str, Any]) -> float | None:
         """The component's value for one rollout."""
         return self.function(rollout, question, **options)
 
@@ -56,10 +57,9 @@ def register(name: str, bounds: BoundsFunction,
     def decorator(function: ComponentFunction) -> ComponentFunction:
         if name in RESERVED_NAMES:
             raise ValueError(f"{name!r} cannot name a reward component: the score reports it already")
-        if name in COMPONENTS:
-            raise ValueError(f"reward component {name!r} is already registered "
-                             f"(by {COMPONENTS[name].function.__module__}.{COMPONENTS[name].function.__name__})")
-        COMPONENTS[name] = Component(name, function, _keyword_defaults(function), bounds, dict(choices or {}))
+        add_entry(COMPONENTS, "reward component", name,
+                  Component(name, function, _keyword_defaults(function), bounds, dict(choices or {})),
+                  lambda taken: f"{taken.function.__module__}.{taken.function.__name__}")
         return function
 
     return decorator
@@ -67,6 +67,4 @@ def register(name: str, bounds: BoundsFunction,
 
 def get_component(name: str) -> Component:
     """The component registered as `name`; KeyError listing the registered names otherwise."""
-    if name not in COMPONENTS:
-        raise KeyError(f"unknown reward component {name!r}; registered: {', '.join(sorted(COMPONENTS))}")
-    return COMPONENTS[name]
+    return find_entry(COMPONENTS, "reward component", name)

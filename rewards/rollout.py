@@ -4,9 +4,10 @@ verl decodes a rollout without special tokens, with every observation inline. Ob
 hold a turn tag (`tools.environment.prompts` respells them), and generation stops at the first `</tool>` or
 `</answer>` (the action stop tokens), so a model turn starts at the first turn tag after the last
 one ended (the first turn starts at the top) and ends at the first action close tag after that.
-Each turn is read by `tools.environment.actions.parse_turn`, and a call is valid exactly when the tool would
-serve it: its ids exist at the question's width (`tools.environment.geometry`), and video_qa asks about a leaf
-whose caption was read earlier in the same rollout.
+Each turn is read by `tools.environment.actions.parse_turn`, and each call is replayed through the
+environment's own serve rule (`tools.environment.serve_rule.serve_call`): refused when its ids do not
+exist at the question's width or video_qa asks about a leaf whose caption was not read earlier in the
+same rollout, failed when the observation that follows it is the tool's failure notice, else served.
 """
 
 from __future__ import annotations
@@ -14,22 +15,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tools.environment import geometry
-from tools.environment.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
+from tools.environment.actions import ACTION_STOPS, TURN_TAGS, Answer, GetCaption, Turn, VideoQA, parse_turn
+from tools.environment.prompts import tool_failure_reason
+from tools.environment.serve_rule import FAILED, ToolFailure, serve_call
 
 _ANY_TAG = re.compile("|".join(re.escape(tag) for tag in TURN_TAGS))
-_TURN_END = re.compile(f"{re.escape(TOOL_CLOSE)}|{re.escape(ANSWER_CLOSE)}")
+_TURN_END = re.compile("|".join(re.escape(stop) for stop in ACTION_STOPS))
 _SPACES = re.compile(r"\s+")
 
 
 @dataclass(slots=True)
 class JudgedTurn:
-    """One model turn: its parse, whether the tool would serve its action, and why not."""
+    """One model turn: its parse, whether the tool would take its action (`valid`), and why not.
+
+    A call the tool took but failed to carry out is valid (not the model's mistake) and `failed`, so not served.
+    """
 
     text: str
     parsed: Turn
     valid: bool
     reason: str | None = None
+    failed: bool = False
 
     @property
     def well_formed(self) -> bool:
@@ -47,13 +53,14 @@ class Rollout:
     """Every model turn of a rollout, judged in order, and what they add up to (counted once, in `judge_rollout`)."""
 
     turns: tuple[JudgedTurn, ...]
-    # The actions of valid calls, in order: what the tool served.
+    # The actions of the calls the tool served (valid, not failed), in order.
     served_calls: tuple[GetCaption | VideoQA, ...]
     # How many different calls the tool served (see `call_key`).
     unique_calls: int
     # Turns that tried a tool call, valid or not (the answer turn is not a call).
     tool_calls: int
-    # Turns the tool would refuse: unreadable, out of range, video_qa too early, or after the answer.
+    # Turns the tool would refuse: unreadable, out of range, video_qa too early, or after the answer (not a
+    # call the tool failed to carry out, which is neither served nor invalid).
     invalid_turns: int
     # Turns that are invalid or break the format (no thought first, text left over).
     ill_formed_turns: int
@@ -68,22 +75,28 @@ def call_key(action: GetCaption | VideoQA) -> tuple:
     return ("get_caption", action.ids)
 
 
-def split_turns(text: str) -> list[str]:
-    """The model turns of a decoded rollout, observations dropped; the last may be unterminated."""
-    turns: list[str] = []
+def split_steps(text: str) -> list[tuple[str, str]]:
+    """The model turns of a decoded rollout, each with the text up to the next turn (its observation, role text and
+    all); the last turn may be unterminated."""
+    steps: list[tuple[str, str]] = []
     start = len(text) - len(text.lstrip())
     while start < len(text):
         end = _TURN_END.search(text, start)
         if end is None:
-            turns.append(text[start:])
+            steps.append((text[start:], ""))
             break
-        turns.append(text[start:end.end()])
         # The observation that follows holds no turn tag, so the next turn starts at the next tag.
         next_tag = _ANY_TAG.search(text, end.end())
+        steps.append((text[start:end.end()], text[end.end():len(text) if next_tag is None else next_tag.start()]))
         if next_tag is None:
             break
         start = next_tag.start()
-    return turns
+    return steps
+
+
+def split_turns(text: str) -> list[str]:
+    """The model turns of a decoded rollout, observations dropped; the last may be unterminated."""
+    return [turn for turn, _ in split_steps(text)]
 
 
 def judge_rollout(text: str, width: int) -> Rollout:
@@ -91,7 +104,7 @@ def judge_rollout(text: str, width: int) -> Rollout:
     judged: list[JudgedTurn] = []
     read_leaves: set[tuple[int, ...]] = set()
     answered = False
-    for turn_text in split_turns(text):
+    for turn_text, observation in split_steps(text):
         parsed = parse_turn(turn_text)
         action = parsed.action
         if answered:
@@ -102,7 +115,7 @@ def judge_rollout(text: str, width: int) -> Rollout:
             answered = True
             judged.append(JudgedTurn(turn_text, parsed, True))
         else:
-            judged.append(_judge_call(turn_text, parsed, action, width, read_leaves))
+            judged.append(_judge_call(turn_text, parsed, action, width, read_leaves, observation))
     served, answers, tool_calls, invalid, ill_formed = [], [], 0, 0, 0
     # One pass adds the turns up, so no component counts them again.
     for turn in judged:
@@ -111,7 +124,7 @@ def judge_rollout(text: str, width: int) -> Rollout:
             answers.append(action)
         else:
             tool_calls += 1
-            if turn.valid:
+            if turn.valid and not turn.failed:
                 served.append(action)
         invalid += not turn.valid
         ill_formed += not turn.valid or bool(turn.parsed.problems)
@@ -120,18 +133,24 @@ def judge_rollout(text: str, width: int) -> Rollout:
                    invalid_turns=invalid, ill_formed_turns=ill_formed, answers=tuple(answers))
 
 
+def _replay(observation: str) -> str:
+    """The tool's reply to a call as the rollout shows it; ToolFailure when it is the tool's failure notice."""
+    reason = tool_failure_reason(observation)
+    if reason is not None:
+        raise ToolFailure(reason)
+    return observation
+
+
 def _judge_call(text: str, parsed: Turn, action: GetCaption | VideoQA, width: int,
-                read_leaves: set[tuple[int, ...]]) -> JudgedTurn:
-    """A tool call judged by the tool's rules; a low caption read is remembered for video_qa."""
-    try:
-        geometry.check_ids(action.ids, width)
-    except geometry.GeometryError as error:
-        return JudgedTurn(text, parsed, False, str(error))
-    if isinstance(action, VideoQA) and action.ids not in read_leaves:
-        return JudgedTurn(text, parsed, False, f"video_qa on {geometry.format_ids(action.ids)} before its caption")
-    if isinstance(action, GetCaption) and len(action.ids) == 3:
-        read_leaves.add(action.ids)
-    return JudgedTurn(text, parsed, True)
+                read_leaves: set[tuple[int, ...]], observation: str) -> JudgedTurn:
+    """A tool call replayed through the environment's serve rule; a low caption served is remembered for video_qa."""
+    outcome = serve_call(action, width, read_leaves, lambda: _replay(observation))
+    if outcome.unlocks is not None:
+        read_leaves.add(outcome.unlocks)
+    if outcome.served:
+        return JudgedTurn(text, parsed, True)
+    failed = outcome.outcome == FAILED
+    return JudgedTurn(text, parsed, failed, outcome.reason, failed)
 
 
 # The counts every score reports next to its components, so verl logs each one.

@@ -12,12 +12,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.question import Question, RewardInputError, plain_data, read_question
+from rewards.question import AnswerKey, RewardInputError, read_question
 from rewards.rollout import judge_rollout, rollout_counts
 from rewards.spec import RewardSpec, spec_for_kwargs
+from tools.environment.plain_data import plain_data
 
 
-def score_rollout(spec: RewardSpec, solution_str: str, question: Question) -> dict[str, float]:
+def score_rollout(spec: RewardSpec, solution_str: str, question: AnswerKey) -> dict[str, float]:
     """The score, each component and the counts of one decoded rollout under `spec`."""
     rollout = judge_rollout(solution_str, question.width)
     values = {term.name: term.component(rollout, question, term.options) for term in spec.terms}

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from rewards import components  # noqa: F401 (registers the components)
-from rewards.question import plain_data
 from rewards.registry import COMPONENTS, Component
+from tools.environment.plain_data import plain_data
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "reward"
 SPEC_KEYS = ("preset", "components", "no_clue_components")

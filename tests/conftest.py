@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 # The local Slurm cluster fixture, for every test that submits real jobs.
 from tests.fixtures.slurm_cluster import slurm  # noqa: F401
@@ -25,6 +26,8 @@ def launch(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
 # What `python -m launch ... --dry-run` must never import: the training stack and the tools' heavy parts.
 HEAVY_MODULES = ("torch", "transformers", "llamafactory", "verl", "verl_tool", "vllm", "ray", "deepspeed", "av",
                  "openai")
+# The chat template every recipe uses unless it says otherwise (configs/config.yaml), which the tiny model ships.
+CHAT_TEMPLATE = yaml.safe_load((PROJECT_ROOT / "configs" / "config.yaml").read_text())["chat"]["template"]
 # The turn budget of recipe=tiny, stated in the demo SFT file's system prompt.
 DEMO_MAX_TURNS = 15
 
@@ -54,7 +57,7 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tools.demo.world import sft_settings
 
     cache = tmp_path_factory.mktemp("cache")
-    tiny_model.build(cache / "models" / "tiny-qwen3")
+    tiny_model.build(cache / "models" / "tiny-qwen3", CHAT_TEMPLATE)
     world = demo_world.ensure(cache / "demo" / "world")
     # The file recipe=tiny trains on (its default role and turn budget), so its build step is skipped.
     build(sft_settings(world, "user", DEMO_MAX_TURNS), cache / "demo" / f"sft-user-t{DEMO_MAX_TURNS}")

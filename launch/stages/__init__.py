@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from launch.plan import Plan
 from launch.stages import agent, audit, captions, datasets, rl, rollouts, sft
+from launch.stages.agent_config import benchmark_names
 
 # build_plan(config, run_dir, run_name, python) -> Plan
 PlanBuilder = Callable[[DictConfig, Path, str, str], Plan]
@@ -53,8 +54,9 @@ register(Stage("sft_data", "build the SFT file (LLaMA-Factory sharegpt) from our
                datasets.build_sft_data_plan, run_group=lambda config, recipe: str(config.sft_data.dataset)))
 register(Stage("rl_data", "build the RL parquet (train and validation, split by video) from benchmark annotations",
                datasets.build_rl_data_plan, run_group=lambda config, recipe: str(config.rl_data.dataset)))
-register(Stage("eval", "the agent loop on a benchmark (benchmark=lvbench|videomme_long|cgbench): accuracy, turns, "
-               "calls, location F1, time", agent.build_eval_plan))
-register(Stage("trajectories", "a teacher plays a question set (benchmark=...): the trajectory JSONL sft_data reads",
+register(Stage("eval", f"the agent loop on a benchmark (benchmark={'|'.join(benchmark_names())}): accuracy, "
+               "turns, calls, location F1, time", agent.build_eval_plan))
+register(Stage("trajectories", "a teacher plays a question set (benchmark=NAME, as eval): the trajectory JSONL "
+               "sft_data reads",
                agent.build_trajectories_plan,
                run_group=lambda config, recipe: str(OmegaConf.select(config, "benchmark.name", default="none"))))

@@ -9,104 +9,57 @@ as services of the Plan; the teacher is a remote endpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from launch.handoff import Handoff, HandoffError, resolve_model
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.stages.datasets import (
-    ANNOTATION_FORMATS,
-    DatasetConfigError,
-    demo_world_dir,
-    existing_path,
-    max_turns_of,
-    tool_settings,
+from launch.stages.agent_config import (
+    GENERATION_KEYS,
+    AgentConfigError,
+    AgentStageConfig,
+    BenchmarkConfig,
+    EvalConfig,
+    TrajectoriesConfig,
+    check_benchmark,
+    check_stage_section,
 )
+from launch.stages.datasets import demo_world_dir, existing_path, max_turns_of, tool_settings
 from launch.stages.serving import local_url, served_gpus, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft_config import check_chat_config
 from tools.environment.vlm_endpoint import VLMEndpoint
 
-LENGTHS = ("short", "medium", "long")
-GENERATION_KEYS = ("top_p", "send_stop", "vllm_stop", "question_timeout_s", "extra_body")
 
-
-class AgentConfigError(DatasetConfigError):
-    """An eval or trajectories setting is missing or wrong; the message names the key."""
-
-
-def benchmark_spec(config: DictConfig, stage: str) -> dict:
-    """The chosen benchmark, checked; its folders made absolute."""
-    if OmegaConf.select(config, "benchmark") is None:
-        raise AgentConfigError(f"{stage}: choose a question set with benchmark=NAME (lvbench, videomme_long, "
-                               "cgbench, or demo)")
-    spec = OmegaConf.to_container(config.benchmark, resolve=True)
-    if spec.get("format") not in ANNOTATION_FORMATS:
-        raise AgentConfigError(f"benchmark.format={spec.get('format')!r}: expected one of "
-                               f"{', '.join(ANNOTATION_FORMATS)}")
-    if spec.get("length") not in (None, *LENGTHS):
-        raise AgentConfigError(f"benchmark.length={spec['length']!r}: expected null or one of {', '.join(LENGTHS)}")
-    if spec.get("length") is not None and spec["format"] != "videomme":
-        raise AgentConfigError(f"benchmark.length={spec['length']}: only Video-MME questions have a length class; "
-                               f"{spec['format']} needs benchmark.length=null")
-    limit = spec.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise AgentConfigError(f"benchmark.limit={limit!r}: expected null or a positive integer")
-    tool = tool_settings(config).for_source(spec["data_source"])
-    building = spec.get("build") == "demo"
-    for key, fallback in (("caption_dir", tool.caption_dir), ("video_dir", tool.video_dir)):
-        path = spec.get(key) or fallback
-        spec[key] = str(Path(path).expanduser().absolute()) if (building or config.dry_run) else \
-            existing_path(path, f"benchmark.{key}", folder=True)
-    spec["annotations"] = str(Path(spec["annotations"]).expanduser().absolute()) if (building or config.dry_run) \
-        else existing_path(spec["annotations"], "benchmark.annotations")
-    return spec
-
-
-def _positive(section: dict, stage: str, key: str, minimum: int = 1) -> int:
-    """An integer setting of at least `minimum`."""
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise AgentConfigError(f"{stage}.{key}={value!r}: expected an integer >= {minimum}")
-    return value
-
-
-def run_settings(config: DictConfig, stage: str, endpoint: dict, spec: dict) -> dict:
+def run_settings(config: DictConfig, stage: str, section: AgentStageConfig, endpoint: dict,
+                 spec: BenchmarkConfig) -> dict:
     """The settings `tools.agent.run` reads, every value checked and resolved."""
-    section = OmegaConf.to_container(config[stage], resolve=True)
-    concurrency = _positive(section, stage, "concurrency")
-    timeout = section["question_timeout_s"]
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise AgentConfigError(f"{stage}.question_timeout_s={timeout!r}: expected a positive number of seconds")
-    for key in ("send_stop", "vllm_stop") + (("hints",) if stage == "trajectories" else ()):
-        if not isinstance(section[key], bool):
-            raise AgentConfigError(f"{stage}.{key}={section[key]!r}: expected true or false")
     try:
         VLMEndpoint.from_dict(endpoint, f"{stage}.endpoint")
     except (TypeError, ValueError) as error:
         raise AgentConfigError(str(error)) from None
-    prompt_file = section["system_prompt_file"]
+    prompt_file = section.system_prompt_file
     if prompt_file is not None:
         prompt_file = existing_path(prompt_file, f"{stage}.system_prompt_file")
     # Sources served from the benchmark's folders: the tool reads the same trees the questions were built from.
-    tool = tool_settings_dict(tool_settings(config), served_vlm(config, stage))
-    tool["sources"][spec["data_source"]] = {**tool["sources"].get(spec["data_source"], tool["default"]),
-                                            "caption_dir": spec["caption_dir"], "video_dir": spec["video_dir"]}
-    generation = {key: section[key] for key in GENERATION_KEYS}
+    tool = tool_settings_dict(tool_settings(config), served_vlm(section))
+    tool["sources"][spec.data_source] = {**tool["sources"].get(spec.data_source, tool["default"]),
+                                         "caption_dir": spec.caption_dir, "video_dir": spec.video_dir}
+    generation = {key: getattr(section, key) for key in GENERATION_KEYS}
     generation["max_turns"] = max_turns_of(config)
-    return {"mode": stage, "benchmark": spec["name"], "questions": spec, "generation": generation,
-            "model": endpoint, "tool": tool, "concurrency": concurrency,
-            "system_prompt_file": prompt_file, "hints": bool(section.get("hints", False)),
-            "attempts": _positive(section, stage, "attempts") if "attempts" in section else 1,
-            "max_failed_questions": _positive(section, stage, "max_failed_questions", 0)}
+    teacher = isinstance(section, TrajectoriesConfig)
+    return {"mode": stage, "benchmark": spec.name, "questions": dataclasses.asdict(spec), "generation": generation,
+            "model": endpoint, "tool": tool, "concurrency": section.concurrency,
+            "system_prompt_file": prompt_file, "hints": section.hints if teacher else False,
+            "attempts": section.attempts if teacher else 1, "max_failed_questions": section.max_failed_questions}
 
 
-def served_vlm(config: DictConfig, stage: str) -> str | None:
+def served_vlm(section: AgentStageConfig) -> str | None:
     """The VLM model name this Plan serves (eval with `eval.vlm.serve`), else None."""
-    vlm = OmegaConf.select(config, f"{stage}.vlm")
-    return str(vlm.model) if vlm is not None and vlm.serve else None
+    return section.vlm.model if isinstance(section, EvalConfig) and section.vlm.serve else None
 
 
 def eval_model(config: DictConfig, recipe: str) -> str:
@@ -167,32 +120,32 @@ def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: st
     if chat.observation_role != "user":
         raise AgentConfigError(f"chat.observation_role={chat.observation_role}: the agent loop sends each observation "
                                "as a user turn, as the RL rollout does; evaluate a user-role recipe")
-    spec = benchmark_spec(config, "eval")
-    section = OmegaConf.to_container(config.eval, resolve=True)
-    endpoint = dict(section["endpoint"])
+    spec = check_benchmark(config, "eval")
+    section: EvalConfig = check_stage_section(config, "eval")
+    endpoint = dict(section.endpoint)
     available = int(config.launcher.gpus_per_node)
     engine = vllm_engine(config, python)
     services = []
     model_gpus: list[int] = []
-    if section["serve"]:
-        model_gpus = served_gpus(section["gpus"], "eval.gpus", available, engine)
+    if section.serve:
+        model_gpus = served_gpus(section.gpus, "eval.gpus", available, engine)
         services.append(vllm_service("model", eval_model(config, run_name.split("/", 1)[0]), endpoint["model"],
-                                     model_gpus, section["max_model_len"], section["gpu_memory_utilization"],
-                                     section["extra_args"], section["ready_timeout_s"], engine))
+                                     model_gpus, section.max_model_len, section.gpu_memory_utilization,
+                                     section.extra_args, section.ready_timeout_s, engine))
         endpoint["base_url"] = local_url("model")
-    vlm = section["vlm"]
-    if vlm["serve"]:
-        vlm_gpus = served_gpus(vlm["gpus"], "eval.vlm.gpus", available, engine)
+    vlm = section.vlm
+    if vlm.serve:
+        vlm_gpus = served_gpus(vlm.gpus, "eval.vlm.gpus", available, engine)
         if set(vlm_gpus) & set(model_gpus):
-            raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section['gpus']}")
-        services.append(vllm_service("vlm", vlm["model"], vlm["model"], vlm_gpus, vlm["max_model_len"],
-                                     vlm["gpu_memory_utilization"], vlm["extra_args"], vlm["ready_timeout_s"],
-                                     engine))
-    return _plan(config, "eval", run_dir, python, run_settings(config, "eval", endpoint, spec), services)
+            raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section.gpus}")
+        services.append(vllm_service("vlm", vlm.model, vlm.model, vlm_gpus, vlm.max_model_len,
+                                     vlm.gpu_memory_utilization, vlm.extra_args, vlm.ready_timeout_s, engine))
+    return _plan(config, "eval", run_dir, python, run_settings(config, "eval", section, endpoint, spec), services)
 
 
 def build_trajectories_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
     """The trajectories Plan: the teacher plays the question set; CPU only, no service."""
-    spec = benchmark_spec(config, "trajectories")
-    endpoint = OmegaConf.to_container(config.trajectories.endpoint, resolve=True)
-    return _plan(config, "trajectories", run_dir, python, run_settings(config, "trajectories", endpoint, spec), [])
+    spec = check_benchmark(config, "trajectories")
+    section = check_stage_section(config, "trajectories")
+    settings = run_settings(config, "trajectories", section, dict(section.endpoint), spec)
+    return _plan(config, "trajectories", run_dir, python, settings, [])

@@ -8,14 +8,17 @@ writes a table, a plot and the scored rollouts into the run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from launch.compose import ConfigError, compose_config, to_container
 from launch.plan import FileSpec, Plan, Resources, Step
-from rewards.spec import RewardSpecError, spec_from_dict
+from launch.schema import check_choice, check_positive, typed_section
+from rewards.spec import RewardSpecError, preset_names, spec_from_dict
 
 SETTINGS_FILE = "audit/settings.json"
 
@@ -32,12 +35,25 @@ def _spec(data: object, where: str) -> dict:
         raise AuditConfigError(str(error)) from None
 
 
-def audit_specs(config: DictConfig) -> dict[str, dict]:
-    """The chosen spec and every preset in `audit.compare`, keyed by label; an overridden preset is `NAME*`."""
+@dataclass
+class AuditConfig:
+    """The `audit` section (configs/audit/default.yaml); `compare` null: every preset of configs/reward/."""
+
+    questions: int
+    seed: int
+    max_turns: int
+    compare: list[str] | None
+    parquet: str | None
+    caption_dir: str | None
+    limit: int
+
+
+def audit_specs(config: DictConfig, compare: list[str]) -> dict[str, dict]:
+    """The chosen spec and every preset in `compare`, keyed by label; an overridden preset is `NAME*`."""
     chosen = _spec(to_container(config)["reward"], "reward")
     specs: dict[str, dict] = {}
-    compare = list(config.audit.compare or [])
     for name in compare:
+        check_choice("audit", "compare", name, tuple(preset_names()), AuditConfigError)
         specs[name] = _spec(to_container(compose_config("audit", [f"reward={name}"], False).config)["reward"],
                             f"audit.compare: reward={name}")
     label = chosen["preset"]
@@ -49,23 +65,22 @@ def audit_specs(config: DictConfig) -> dict[str, dict]:
 
 def audit_settings(config: DictConfig) -> dict:
     """The resolved, checked settings the audit reads."""
-    section = OmegaConf.to_container(config.audit, resolve=True)
+    section: AuditConfig = typed_section(AuditConfig, config.audit, "audit", AuditConfigError)
     for key in ("questions", "max_turns", "limit"):
-        value = section[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise AuditConfigError(f"audit.{key}={value!r}: expected a positive integer")
-    if (section["parquet"] is None) != (section["caption_dir"] is None):
+        check_positive("audit", key, getattr(section, key), error=AuditConfigError)
+    if (section.parquet is None) != (section.caption_dir is None):
         raise AuditConfigError("audit.parquet and audit.caption_dir go together: set both or neither")
-    if section["parquet"] is not None:
+    if section.parquet is not None:
         for key, check in (("parquet", Path.is_file), ("caption_dir", Path.is_dir)):
-            path = Path(section[key]).expanduser().absolute()
+            path = Path(getattr(section, key)).expanduser().absolute()
             if not check(path):
                 kind = "file" if key == "parquet" else "folder"
-                raise AuditConfigError(f"audit.{key}={section[key]}: no such {kind}")
-            section[key] = str(path)
-    section["specs"] = audit_specs(config)
-    del section["compare"]
-    return section
+                raise AuditConfigError(f"audit.{key}={getattr(section, key)}: no such {kind}")
+            setattr(section, key, str(path))
+    settings = dataclasses.asdict(section)
+    del settings["compare"]
+    settings["specs"] = audit_specs(config, preset_names() if section.compare is None else section.compare)
+    return settings
 
 
 def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:

@@ -3,20 +3,24 @@
 The Plan writes `captions/settings.json` (the resolved `captions` section with absolute paths; the
 VLM's API key is never in it, only the name of its environment variable) and runs
 `python -m tools.builders.build_captions --settings captions/settings.json`. The settings are checked here,
-before anything is created, and checked again by the tool with the same `check_settings`.
+before anything is created (typed here, values by the builder's `check_settings`), and checked again by
+the tool with the same `check_settings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
-from tools.builders.caption_settings import REQUIRED_PATHS, CaptionSettingsError, check_settings
+from launch.schema import typed_section
+from tools.builders.caption_settings import CaptionSettingsError, check_settings
 
 SETTINGS_FILE = "captions/settings.json"
 
@@ -25,15 +29,31 @@ class CaptionsConfigError(ConfigError):
     """The `captions` settings are missing a value or hold a wrong one; the message names the key."""
 
 
+@dataclass
+class CaptionsConfig:
+    """The `captions` section (configs/captions/default.yaml), typed; its values are checked by the builder's check."""
+
+    dataset: str
+    video_dir: str
+    output_dir: str
+    subtitle_dir: str | None
+    video_extensions: list[str]
+    frames_per_level: dict[str, int]
+    max_side: dict[str, int]
+    words_per_level: dict[str, int]
+    min_width: int
+    max_width: int
+    workers: int
+    jpeg_quality: int
+    vlm: dict[str, Any]
+
+
 def captions_settings(config: DictConfig) -> dict[str, Any]:
     """The resolved, checked `captions` section with absolute folders, as the tool reads it."""
     section = config.get("captions")
     if section is None:
         raise CaptionsConfigError("the config has no 'captions' section; expected configs/captions/default.yaml")
-    for key in REQUIRED_PATHS:
-        if OmegaConf.is_missing(section, key):
-            raise CaptionsConfigError(f"captions.{key}: missing; set captions.{key}=/path/to/folder")
-    settings = OmegaConf.to_container(section, resolve=True)
+    settings = dataclasses.asdict(typed_section(CaptionsConfig, section, "captions", CaptionsConfigError))
     try:
         check_settings(settings, "captions")
     except CaptionSettingsError as error:

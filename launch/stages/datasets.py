@@ -9,20 +9,23 @@ caption folders come from the tool config, per data source.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
+from launch.schema import check_choice, check_positive, check_range, typed_section
 from launch.stages.sft_config import check_chat_config
+from tools.builders.annotations import FORMAT_NAMES
 from tools.environment.tool_settings import ToolSettings, ToolSettingsError, settings_from_dict
 
 SFT_SOURCES = ("trajectories", "released")
-ANNOTATION_FORMATS = ("cgbench", "videomme", "lvbench")
 NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -30,18 +33,72 @@ class DatasetConfigError(ConfigError):
     """A dataset stage's settings are missing a value or hold a wrong one; the message names the key."""
 
 
-def _section(config: DictConfig, stage: str) -> dict:
-    """The stage's section resolved, with a clear error for each missing value."""
-    section = config[stage]
-    for key in section:
-        if OmegaConf.is_missing(section, key):
-            raise DatasetConfigError(f"{stage}.{key}: missing; set {stage}.{key}=...")
-    return OmegaConf.to_container(section, resolve=True)
+@dataclass
+class AgentConfig:
+    """The recipe's `agent` section: what every stage that plays or renders turns must agree on."""
+
+    max_turns: int
 
 
-def existing_path(path: object, key: str, folder: bool = False) -> str:
+@dataclass
+class ToolSourceConfig:
+    """One data source of the `tool` section; its VLM endpoint is checked by the tool's own settings."""
+
+    caption_dir: str
+    video_dir: str
+    vlm: dict[str, Any]
+
+
+@dataclass
+class ToolConfig:
+    """The `tool` section (configs/tool/default.yaml); per-source overrides name only what differs."""
+
+    default: ToolSourceConfig
+    sources: dict[str, Any]
+    frames_per_query: int
+    max_side: int
+    jpeg_quality: int
+    max_trees: int
+    max_trajectories: int
+    video_extensions: list[str]
+
+
+@dataclass
+class SFTDataStageConfig:
+    """The `sft_data` section (configs/sft_data/default.yaml)."""
+
+    dataset: str
+    source: str
+    input: str
+    keep_wrong: bool
+    keep_hinted: bool
+    keep_invalid_turns: bool
+    tokenizer: str | None
+
+
+@dataclass
+class RLDataStageConfig:
+    """The `rl_data` section (configs/rl_data/default.yaml)."""
+
+    dataset: str
+    format: str
+    annotations: str
+    data_source: str
+    caption_dir: str | None
+    video_dir: str | None
+    val_fraction: float
+    seed: int
+
+
+def check_name(section: str, key: str, value: str) -> None:
+    """`section.key` must be a name of letters, digits, `.`, `_` and `-` (it becomes a folder name)."""
+    if not NAME.fullmatch(value):
+        raise DatasetConfigError(f"{section}.{key}={value!r}: expected a name of letters, digits, . _ -")
+
+
+def existing_path(path: str, key: str, folder: bool = False) -> str:
     """`path` made absolute; DatasetConfigError naming `key` unless it is an existing file (or folder)."""
-    if not isinstance(path, str) or not path:
+    if not path:
         raise DatasetConfigError(f"{key}={path!r}: expected a path")
     absolute = Path(path).expanduser().absolute()
     if not (absolute.is_dir() if folder else absolute.is_file()):
@@ -49,25 +106,20 @@ def existing_path(path: object, key: str, folder: bool = False) -> str:
     return str(absolute)
 
 
-def _flags(section: dict, stage: str, keys: tuple[str, ...]) -> None:
-    """Each of `keys` must be true or false."""
-    for key in keys:
-        if not isinstance(section[key], bool):
-            raise DatasetConfigError(f"{stage}.{key}={section[key]!r}: expected true or false")
-
-
 def max_turns_of(config: DictConfig) -> int:
     """The recipe's agent.max_turns, checked."""
-    value = OmegaConf.select(config, "agent.max_turns")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DatasetConfigError(f"agent.max_turns={value!r}: expected a positive integer (set by the recipe)")
-    return value
+    if OmegaConf.select(config, "agent") is None:
+        raise DatasetConfigError("agent.max_turns: missing; it is set by the recipe (recipe=NAME)")
+    agent: AgentConfig = typed_section(AgentConfig, config.agent, "agent", DatasetConfigError)
+    check_positive("agent", "max_turns", agent.max_turns, error=DatasetConfigError)
+    return agent.max_turns
 
 
 def tool_settings(config: DictConfig) -> ToolSettings:
-    """The `tool` config read as the tool reads it (per-source folders fall back to the default's)."""
+    """The `tool` config typed, then read as the tool reads it (per-source folders fall back to the default's)."""
+    tool: ToolConfig = typed_section(ToolConfig, config.tool, "tool", DatasetConfigError)
     try:
-        return settings_from_dict(OmegaConf.to_container(config.tool, resolve=True), "tool")
+        return settings_from_dict(dataclasses.asdict(tool), "tool")
     except ToolSettingsError as error:
         raise DatasetConfigError(str(error)) from None
 
@@ -79,51 +131,42 @@ def demo_world_dir(config: DictConfig) -> str:
 
 def sft_data_settings(config: DictConfig) -> dict:
     """The resolved, checked settings `tools.builders.sft_data` reads."""
-    section = _section(config, "sft_data")
-    if section["source"] not in SFT_SOURCES:
-        raise DatasetConfigError(f"sft_data.source={section['source']!r}: expected one of {', '.join(SFT_SOURCES)}")
-    if not isinstance(section["dataset"], str) or not NAME.fullmatch(section["dataset"]):
-        raise DatasetConfigError(f"sft_data.dataset={section['dataset']!r}: expected a name of letters, digits, . _ -")
-    _flags(section, "sft_data", ("keep_wrong", "keep_hinted", "keep_invalid_turns"))
+    section: SFTDataStageConfig = typed_section(SFTDataStageConfig, config.sft_data, "sft_data", DatasetConfigError)
+    check_choice("sft_data", "source", section.source, SFT_SOURCES, DatasetConfigError)
+    check_name("sft_data", "dataset", section.dataset)
     chat = check_chat_config(config)
     cutoff_len = OmegaConf.select(config, "sft.cutoff_len")
     tool = tool_settings(config)
     caption_dirs = {"default": tool.default.caption_dir,
                     "sources": {name: source.caption_dir for name, source in tool.sources.items()}}
-    tokenizer = section["tokenizer"]
-    if tokenizer is not None and Path(str(tokenizer)).expanduser().exists():
+    tokenizer = section.tokenizer
+    if tokenizer is not None and Path(tokenizer).expanduser().exists():
         tokenizer = str(Path(tokenizer).expanduser().absolute())
-    return {"source": section["source"], "input": existing_path(section["input"], "sft_data.input"),
+    return {"source": section.source, "input": existing_path(section.input, "sft_data.input"),
             "observation_role": chat.observation_role, "chat_template": chat.template,
-            "max_turns": max_turns_of(config), "cutoff_len": cutoff_len, "keep_wrong": section["keep_wrong"],
-            "keep_hinted": section["keep_hinted"], "keep_invalid_turns": section["keep_invalid_turns"],
+            "max_turns": max_turns_of(config), "cutoff_len": cutoff_len, "keep_wrong": section.keep_wrong,
+            "keep_hinted": section.keep_hinted, "keep_invalid_turns": section.keep_invalid_turns,
             "tokenizer": tokenizer, "caption_dirs": caption_dirs}
 
 
 def rl_data_settings(config: DictConfig) -> dict:
     """The resolved, checked settings `tools.builders.rl_data` reads."""
-    section = _section(config, "rl_data")
-    if section["format"] not in ANNOTATION_FORMATS:
-        raise DatasetConfigError(f"rl_data.format={section['format']!r}: expected one of "
-                                 f"{', '.join(ANNOTATION_FORMATS)}")
-    for key in ("dataset", "data_source"):
-        if not isinstance(section[key], str) or not NAME.fullmatch(section[key]):
-            raise DatasetConfigError(f"rl_data.{key}={section[key]!r}: expected a name of letters, digits, . _ -")
-    fraction = section["val_fraction"]
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-            math.isfinite(fraction) and 0 <= fraction <= 1):
-        raise DatasetConfigError(f"rl_data.val_fraction={fraction!r}: expected a number from 0 to 1")
+    section: RLDataStageConfig = typed_section(RLDataStageConfig, config.rl_data, "rl_data", DatasetConfigError)
+    check_choice("rl_data", "format", section.format, FORMAT_NAMES, DatasetConfigError)
+    check_name("rl_data", "dataset", section.dataset)
+    check_name("rl_data", "data_source", section.data_source)
+    check_range("rl_data", "val_fraction", section.val_fraction, 0, 1, error=DatasetConfigError)
     caption_key = "rl_data.caption_dir"
-    caption_dir = section["caption_dir"]
+    caption_dir = section.caption_dir
     if caption_dir is None:
-        caption_dir = tool_settings(config).for_source(section["data_source"]).caption_dir
-        caption_key = (f"rl_data.caption_dir (unset, so the tool's folder for {section['data_source']}: "
-                       f"tool.sources.{section['data_source']}.caption_dir or tool.default.caption_dir)")
-    video_dir = section["video_dir"]
-    return {"annotations": existing_path(section["annotations"], "rl_data.annotations"), "format": section["format"],
-            "data_source": section["data_source"], "caption_dir": existing_path(caption_dir, caption_key, True),
+        caption_dir = tool_settings(config).for_source(section.data_source).caption_dir
+        caption_key = (f"rl_data.caption_dir (unset, so the tool's folder for {section.data_source}: "
+                       f"tool.sources.{section.data_source}.caption_dir or tool.default.caption_dir)")
+    video_dir = section.video_dir
+    return {"annotations": existing_path(section.annotations, "rl_data.annotations"), "format": section.format,
+            "data_source": section.data_source, "caption_dir": existing_path(caption_dir, caption_key, True),
             "video_dir": None if video_dir is None else existing_path(video_dir, "rl_data.video_dir", True),
-            "max_turns": max_turns_of(config), "val_fraction": float(fraction), "seed": int(section["seed"])}
+            "max_turns": max_turns_of(config), "val_fraction": section.val_fraction, "seed": section.seed}
 
 
 def _plan(stage: str, settings: dict, run_dir: Path, python: str, outputs: dict[str, str]) -> Plan:

@@ -28,7 +28,7 @@ from launch.stages.sft import report_settings
 from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
 from rewards.spec import RewardSpecError, spec_from_dict
-from tools.environment.actions import ANSWER_CLOSE, TOOL_CLOSE
+from tools.environment.actions import ACTION_STOPS
 from tools.environment.tool_settings import ENV_VAR, ToolSettings
 
 TOOL_CONFIG = "rl/tool.json"
@@ -226,7 +226,7 @@ def agent_files(config: DictConfig, rl: RLConfig, overrides: list[str]) -> list[
     """The files verl-tool's agent loop and tool server read: tool settings, stop strings, trainer overrides."""
     return [
         FileSpec(TOOL_CONFIG, tool_config_json(tool_settings(config), rl), resolve=True),
-        FileSpec(STOP_TOKENS_FILE, f"{TOOL_CLOSE},{ANSWER_CLOSE}"),
+        FileSpec(STOP_TOKENS_FILE, ",".join(ACTION_STOPS)),
         FileSpec(OVERRIDES_FILE, "\n".join(overrides) + "\n", resolve=True),
     ]
 

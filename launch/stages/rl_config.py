@@ -7,7 +7,7 @@ of verl and verl-tool on the final trainer overrides (batch divisibility, respon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # OmegaConf's structured configs read typing.Optional, not `X | None`.
 from typing import Any, Optional
@@ -28,74 +28,76 @@ class RLConfigError(ConfigError):
     """The `rl` section (or what it implies for the trainer) is invalid; the message names the key."""
 
 
+# The schemas hold types only: every value, default included, is in configs/rl/default.yaml (and the
+# recipes), so a key the YAML lacks is an error naming it.
 @dataclass
 class RLDataConfig:
-    train_files: str = "???"
-    val_files: str = "???"
-    build: Optional[str] = None
+    train_files: str
+    val_files: str
+    build: Optional[str]
 
 
 @dataclass
 class ToolServerConfig:
-    host: str = "127.0.0.1"
-    thread_pool_size: int = 256
-    ready_timeout_s: float = 120.0
+    host: str
+    thread_pool_size: int
+    ready_timeout_s: float
 
 
 @dataclass
 class VLMServeConfig:
-    serve: bool = True
-    model: str = "Qwen/Qwen3-VL-32B-Instruct"
-    gpus: list[int] = field(default_factory=lambda: [6, 7])
-    max_model_len: int = 16384
-    gpu_memory_utilization: float = 0.85
-    extra_args: list[str] = field(default_factory=list)
-    ready_timeout_s: float = 1800.0
+    serve: bool
+    model: str
+    gpus: list[int]
+    max_model_len: int
+    gpu_memory_utilization: float
+    extra_args: list[str]
+    ready_timeout_s: float
 
 
 @dataclass
 class RLConfig:
-    model: Optional[str] = None
-    data: RLDataConfig = field(default_factory=RLDataConfig)
-    algorithm: str = "grpo"
-    rollouts_per_prompt: int = 16
-    train_batch_size: int = 12
-    ppo_mini_batch_size: int = 12
-    ppo_micro_batch_size_per_gpu: int = 1
-    log_prob_micro_batch_size_per_gpu: int = 6
-    use_dynamic_bsz: bool = True
-    learning_rate: float = 1e-6
-    lr_warmup_steps: int = 10
-    kl_loss_coef: float = 1e-4
-    kl_loss_type: str = "low_var_kl"
-    entropy_coeff: float = 0.0
-    max_prompt_length: int = 8192
-    max_response_length: int = 12288
-    max_action_length: int = 8192
-    max_observation_length: int = 8192
-    temperature: float = 1.0
-    top_p: float = 1.0
-    total_epochs: int = 2
-    total_training_steps: Optional[int] = None
-    save_freq: int = 100
-    test_freq: int = -1
-    val_before_train: bool = False
-    max_checkpoints_to_keep: Optional[int] = None
-    lora_rank: int = 0
-    lora_alpha: int = 16
-    lora_target_modules: str = "all-linear"
-    gradient_checkpointing: bool = True
-    offload: bool = True
-    ulysses_sequence_parallel_size: int = 1
-    rollout_tensor_parallel_size: int = 1
-    rollout_gpu_memory_utilization: float = 0.6
-    trainer_gpus: int = 6
-    max_concurrent_trajectories: int = 256
-    tool_call_timeout: int = 180
-    report_to: str = "auto"
-    tool_server: ToolServerConfig = field(default_factory=ToolServerConfig)
-    vlm: VLMServeConfig = field(default_factory=VLMServeConfig)
-    trainer_overrides: dict[str, Any] = field(default_factory=dict)
+    model: Optional[str]
+    data: RLDataConfig
+    algorithm: str
+    rollouts_per_prompt: int
+    train_batch_size: int
+    ppo_mini_batch_size: int
+    ppo_micro_batch_size_per_gpu: int
+    log_prob_micro_batch_size_per_gpu: int
+    use_dynamic_bsz: bool
+    learning_rate: float
+    lr_warmup_steps: int
+    kl_loss_coef: float
+    kl_loss_type: str
+    entropy_coeff: float
+    max_prompt_length: int
+    max_response_length: int
+    max_action_length: int
+    max_observation_length: int
+    temperature: float
+    top_p: float
+    total_epochs: int
+    total_training_steps: Optional[int]
+    save_freq: int
+    test_freq: int
+    val_before_train: bool
+    max_checkpoints_to_keep: Optional[int]
+    lora_rank: int
+    lora_alpha: int
+    lora_target_modules: str
+    gradient_checkpointing: bool
+    offload: bool
+    ulysses_sequence_parallel_size: int
+    rollout_tensor_parallel_size: int
+    rollout_gpu_memory_utilization: float
+    trainer_gpus: int
+    max_concurrent_trajectories: int
+    tool_call_timeout: int
+    report_to: str
+    tool_server: ToolServerConfig
+    vlm: VLMServeConfig
+    trainer_overrides: dict[str, Any]
 
 
 def check_rl_config(config: DictConfig) -> RLConfig:

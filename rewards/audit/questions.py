@@ -12,11 +12,12 @@ import json
 import random
 from pathlib import Path
 
-from rewards.policies import AuditQuestion
-from rewards.question import RewardInputError, plain_data, read_question
+from rewards.policies import AuditCase
+from rewards.question import RewardInputError, read_question
 from tools.environment import geometry
 from tools.environment.caption_tree import caption_path, tree_data
 from tools.environment.intervals import overlaps
+from tools.environment.plain_data import plain_data
 from tools.environment.prompts import LETTERS
 
 DURATIONS = (600.0, 1200.0, 1800.0, 2700.0, 3600.0)
@@ -34,7 +35,7 @@ def _clues(rng: random.Random, duration: float) -> tuple[tuple[float, float], ..
     return first, (round(second_start, 1), round(min(duration, second_start + rng.uniform(4.0, 20.0)), 1))
 
 
-def synthetic_questions(count: int, seed: int, caption_dir: Path) -> list[AuditQuestion]:
+def synthetic_questions(count: int, seed: int, caption_dir: Path) -> list[AuditCase]:
     """`count` synthetic questions with clue intervals, their caption files written into `caption_dir`."""
     rng = random.Random(seed)
     caption_dir.mkdir(parents=True, exist_ok=True)
@@ -53,11 +54,11 @@ def synthetic_questions(count: int, seed: int, caption_dir: Path) -> list[AuditQ
 
         uid = f"audit_{seed}_{index:04d}"
         caption_path(caption_dir, uid).write_text(json.dumps(tree_data(width, duration, caption_for)))
-        questions.append(AuditQuestion(uid, duration, width, clues, tuple(options), LETTERS[options.index(target)]))
+        questions.append(AuditCase(uid, duration, width, clues, tuple(options), LETTERS[options.index(target)]))
     return questions
 
 
-def parquet_questions(path: Path, limit: int) -> tuple[list[AuditQuestion], int]:
+def parquet_questions(path: Path, limit: int) -> tuple[list[AuditCase], int]:
     """Up to `limit` questions with clue intervals from an RL parquet, and how many rows had none."""
     import pandas
 
@@ -81,6 +82,6 @@ def parquet_questions(path: Path, limit: int) -> tuple[list[AuditQuestion], int]
         if question.clues is None:
             without_clues += 1
             continue
-        questions.append(AuditQuestion(str(extra["video_uid"]), question.duration, question.width, question.clues,
+        questions.append(AuditCase(str(extra["video_uid"]), question.duration, question.width, question.clues,
                                        question.options, question.letter, str(row.data_source)))
     return questions, without_clues

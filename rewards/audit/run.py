@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rewards.audit.questions import parquet_questions, synthetic_questions
 from rewards.audit.report import plot_scores, write_table
-from rewards.policies import POLICIES, AuditQuestion
-from rewards.question import Question, read_question
+from rewards.policies import POLICIES, AuditCase
+from rewards.question import AnswerKey, read_question
 from rewards.rollout import decoded_rollout
 from rewards.score import score_rollout
 from rewards.spec import RewardSpec, spec_from_dict
@@ -58,7 +58,7 @@ class Check:
     detail: str
 
 
-def play_all(questions: list[AuditQuestion], caption_dir: Path, max_turns: int, seed: int) -> list[Played]:
+def play_all(questions: list[AuditCase], caption_dir: Path, max_turns: int, seed: int) -> list[Played]:
     """Every policy on every question, each turn served by the navigation environment."""
     env = NavigationEnv(settings_from_dict({"default": {"caption_dir": str(caption_dir), "video_dir": str(caption_dir),
                                                         "vlm": UNUSED_VLM}}))
@@ -88,13 +88,13 @@ def without_repeats(played: Played) -> Played:
     return Played(played.policy, played.question, tuple(steps))
 
 
-def score_all(played: list[Played], facts: list[Question], spec: RewardSpec) -> list[dict]:
+def score_all(played: list[Played], facts: list[AnswerKey], spec: RewardSpec) -> list[dict]:
     """The score dict of every played rollout under `spec`."""
     return [score_rollout(spec, p.text, facts[p.question]) for p in played]
 
 
 def run_checks(label: str, spec: RewardSpec, played: list[Played], scores: list[dict],
-               facts: list[Question]) -> list[Check]:
+               facts: list[AnswerKey]) -> list[Check]:
     """What `spec` must never teach, checked on the played rollouts."""
     by = {(p.policy, p.question): s for p, s in zip(played, scores, strict=True)}
     indices = range(len(facts))

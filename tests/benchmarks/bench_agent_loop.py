@@ -34,7 +34,8 @@ def settings(world: Path, policy_url: str, vlm_url: str, concurrency: int, quest
     tool = demo_world.demo_tool_settings(world).to_dict()
     tool["default"]["vlm"].update(base_url=vlm_url, max_concurrency=64)
     return agent_run.RunSettings(
-        mode="eval", benchmark="demo", questions=spec, generation=Generation(max_turns=15),
+        mode="eval", benchmark="demo", questions=spec,
+        generation=Generation(max_turns=15, top_p=1.0, send_stop=True, vllm_stop=True, question_timeout_s=600.0),
         model=VLMEndpoint(base_url=policy_url, model="policy", max_concurrency=concurrency), tool=tool,
         concurrency=concurrency)
 

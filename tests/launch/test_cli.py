@@ -16,8 +16,11 @@ import yaml
 from launch.cli import main
 from launch.compose import CONFIG_DIR, recipe_names
 from launch.plan import Plan
-from launch.stages import STAGES
+from launch.stages import STAGES, Stage, register
+from launch.stages.agent_config import benchmark_names
+from rewards.spec import preset_names
 from tests.conftest import dry_run_in_fresh_interpreter, launch
+from tools.builders.chat_template import TEMPLATE_NAMES
 
 PLANTED_KEY = "wandb-planted-0123456789abcdef-secret"
 
@@ -96,6 +99,32 @@ def test_every_way_of_asking_for_help_prints_usage(argv: list[str]) -> None:
     result = run_main(*argv)
     assert result.code == 0
     assert result.out.startswith("usage: python -m launch STAGE")
+
+
+def test_help_lists_every_benchmark_and_reward_preset() -> None:
+    """The help reads the registries: every configs/benchmark/ and configs/reward/ file is named."""
+    result = run_main("--help")
+    assert f"(benchmark=NAME): {', '.join(benchmark_names())}" in result.out
+    assert f"(reward=NAME): {', '.join(preset_names())}" in result.out
+
+
+def test_a_second_stage_under_a_registered_name_is_refused() -> None:
+    """The stage registry refuses a duplicate, naming it, and keeps the first."""
+    first = STAGES["sft"]
+    with pytest.raises(ValueError, match="stage 'sft' is already registered"):
+        register(Stage("sft", "another", first.build_plan))
+    assert STAGES["sft"] is first
+
+
+@pytest.mark.parametrize("stage", ["sft", "sft_data", "eval"])
+def test_a_chat_template_no_checkpoint_can_carry_fails_the_dry_run(stage: str, tmp_path: Path) -> None:
+    """chat.template=qwen3 (LLaMA-Factory knows it; our checkpoints cannot carry it) exits 2 at --dry-run,
+    naming the key and the templates that work, before any training."""
+    result = run_main(stage, "recipe=tiny", "chat.template=qwen3", "benchmark=demo", "sft_data.input=/x",
+                      f"run_root={tmp_path / 'runs'}", "--dry-run")
+    assert result.code == 2
+    assert f"chat.template='qwen3' is not one of: {', '.join(TEMPLATE_NAMES)}" in result.err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_stage_exits_2_naming_the_valid_stages() -> None:

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from launch.cli import main as cli_main
-from launch.compose import recipe_names
+from launch.compose import compose_config, recipe_names
 from launch.plan import Plan, Resources, Service, Step
-from launch.slurm import SlurmError, SlurmSettings, render_script
+from launch.slurm import SlurmError, render_script, slurm_settings
 from tests.conftest import PROJECT_ROOT
 
 SECTIONS = {"composed config": "config", "Plan": "plan", "sbatch script": "script"}
@@ -210,8 +210,10 @@ def test_services_over_several_nodes_need_ray(nodes: int, multi_node: str, refus
     """A Plan with a service over 2 nodes without Ray is refused; with Ray, or on 1 node, it renders."""
     plan = Plan(stage="t", run_dir="/r", main=Step("main", ["true"]), services=[Service("svc", ["sleep", "9"])],
                 resources=Resources(nodes=nodes, multi_node=multi_node, main_gpus=[0]))
+    composed = compose_config("sft", ["recipe=tiny", "launcher=slurm", f"launcher.nodes={nodes}"])
+    settings = slurm_settings(composed.config)
     try:
-        script = render_script(plan, SlurmSettings(nodes=nodes), "job", Path("/src"), "python", 0)
+        script = render_script(plan, settings, "job", Path("/src"), "python", 0)
     except SlurmError as error:
         assert refused and "multi_node='ray'" in str(error)
     else:

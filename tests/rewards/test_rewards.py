@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from launch.compose import compose_config, to_container
 from rewards import registry
 from rewards.components import VISIT_KINDS
-from rewards.question import Question, RewardInputError, read_question
+from rewards.question import AnswerKey, RewardInputError, read_question
 from rewards.registry import COMPONENTS, RESERVED_NAMES, get_component, register
 from rewards.rollout import (
     COUNT_KEYS,
@@ -36,6 +36,7 @@ from rewards.rollout import (
 from rewards.score import compute_score, score_rollout
 from rewards.spec import PRESET_DIR, RewardSpecError, default_spec, spec_for_kwargs, spec_from_dict
 from tools.environment.intervals import f1_of_overlap, merge, overlap_length, total_length
+from tools.environment.prompts import tool_failure_observation
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PRESET_NAMES = sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
@@ -79,7 +80,7 @@ def extra(**overrides: object) -> dict:
     return {key: value for key, value in fields.items() if value is not MISSING}
 
 
-def question(**overrides: object) -> Question:
+def question(**overrides: object) -> AnswerKey:
     """The standard question whose ground truth is B, with extra_info `overrides`."""
     return read_question("B", extra(**overrides))
 
@@ -89,7 +90,7 @@ def judged(*turns: str) -> Rollout:
     return judge_rollout(rollout(*turns), WIDTH)
 
 
-def component(name: str, turns: tuple[str, ...], target: Question | None = None, **options: object) -> float | None:
+def component(name: str, turns: tuple[str, ...], target: AnswerKey | None = None, **options: object) -> float | None:
     """The value of component `name` on the rollout of `turns`, with its default options updated by `options`."""
     chosen = COMPONENTS[name]
     return chosen(judged(*turns), target or question(), {**chosen.defaults, **options})
@@ -176,35 +177,35 @@ def test_total_length_sums_disjoint_intervals() -> None:
 
 
 @pytest.mark.parametrize(("ground_truth", "overrides", "expected"), [
-    pytest.param("B", {}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="plain-lists"),
+    pytest.param("B", {}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="plain-lists"),
     pytest.param("B", {"options": np.array(OPTIONS, dtype=object), "width": np.int64(4),
                        "duration": np.float64(640.0),
                        "clue_intervals": np.array([np.array([0.0, 10.0]), np.array([30.0, 40.0])], dtype=object)},
-                 Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (30.0, 40.0))), id="parquet-numpy-object-arrays"),
+                 AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (30.0, 40.0))), id="parquet-numpy-object-arrays"),
     pytest.param("B", {"clue_intervals": np.array([[0, 10], [30, 40]])},
-                 Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (30.0, 40.0))), id="numpy-2d-int-clues"),
-    pytest.param("B", {"width": 4.0}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="width-float-4.0"),
-    pytest.param("B", {"width": np.float64(4.0)}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)),
+                 AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (30.0, 40.0))), id="numpy-2d-int-clues"),
+    pytest.param("B", {"width": 4.0}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="width-float-4.0"),
+    pytest.param("B", {"width": np.float64(4.0)}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)),
                  id="width-numpy-float-4.0"),
-    pytest.param("(B)", {}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-parens"),
-    pytest.param("B.", {}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-dot"),
-    pytest.param(" [B] ", {}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-brackets-spaces"),
-    pytest.param(np.str_("D"), {}, Question("D", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-numpy-str"),
-    pytest.param("H", {"options": MISSING}, Question("H", (), 4, 640.0, ((0.0, 10.0),)),
+    pytest.param("(B)", {}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-parens"),
+    pytest.param("B.", {}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-dot"),
+    pytest.param(" [B] ", {}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-brackets-spaces"),
+    pytest.param(np.str_("D"), {}, AnswerKey("D", OPTIONS, 4, 640.0, ((0.0, 10.0),)), id="ground-truth-numpy-str"),
+    pytest.param("H", {"options": MISSING}, AnswerKey("H", (), 4, 640.0, ((0.0, 10.0),)),
                  id="no-options-any-letter"),
     pytest.param("B", {"clue_intervals": [[-5, 10], [600, 700]]},
-                 Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (600.0, 640.0))), id="clues-clipped-to-duration"),
-    pytest.param("B", {"clue_intervals": [[0, 10], [700, 800]]}, Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)),
+                 AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (600.0, 640.0))), id="clues-clipped-to-duration"),
+    pytest.param("B", {"clue_intervals": [[0, 10], [700, 800]]}, AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0),)),
                  id="clue-beyond-the-end-dropped"),
     pytest.param("B", {"clue_intervals": [[0, 10], [0, 10]]},
-                 Question("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (0.0, 10.0))), id="duplicate-clues-kept-raw"),
-    pytest.param("B", {"clue_intervals": []}, Question("B", OPTIONS, 4, 640.0, None), id="empty-list-no-clues"),
-    pytest.param("B", {"clue_intervals": np.array([])}, Question("B", OPTIONS, 4, 640.0, None),
+                 AnswerKey("B", OPTIONS, 4, 640.0, ((0.0, 10.0), (0.0, 10.0))), id="duplicate-clues-kept-raw"),
+    pytest.param("B", {"clue_intervals": []}, AnswerKey("B", OPTIONS, 4, 640.0, None), id="empty-list-no-clues"),
+    pytest.param("B", {"clue_intervals": np.array([])}, AnswerKey("B", OPTIONS, 4, 640.0, None),
                  id="empty-numpy-no-clues"),
-    pytest.param("B", {"clue_intervals": None}, Question("B", OPTIONS, 4, 640.0, None), id="none-no-clues"),
-    pytest.param("B", {"clue_intervals": MISSING}, Question("B", OPTIONS, 4, 640.0, None), id="absent-no-clues"),
+    pytest.param("B", {"clue_intervals": None}, AnswerKey("B", OPTIONS, 4, 640.0, None), id="none-no-clues"),
+    pytest.param("B", {"clue_intervals": MISSING}, AnswerKey("B", OPTIONS, 4, 640.0, None), id="absent-no-clues"),
 ])
-def test_read_question(ground_truth: object, overrides: dict, expected: Question) -> None:
+def test_read_question(ground_truth: object, overrides: dict, expected: AnswerKey) -> None:
     """read_question accepts parquet's numpy values and the usual ground-truth spellings, and clips clues."""
     read = read_question(ground_truth, extra(**overrides))
     assert read == expected
@@ -265,12 +266,12 @@ def test_read_question_requires_a_mapping(extra_info: object) -> None:
     pytest.param([[12, 20], [0, 10]], 1.0, [(0.0, 10.0), (12.0, 20.0)], id="unsorted-sorted"),
 ])
 def test_merged_clues(clues: list, gap: float, expected: list) -> None:
-    """Question.merged_clues joins clues closer than the gap and sorts them."""
+    """AnswerKey.merged_clues joins clues closer than the gap and sorts them."""
     assert question(clue_intervals=clues).merged_clues(gap) == expected
 
 
 def test_merged_clues_none_without_clues() -> None:
-    """Question.merged_clues is None where the data has no clue intervals."""
+    """AnswerKey.merged_clues is None where the data has no clue intervals."""
     assert question(clue_intervals=[]).merged_clues(5.0) is None
 
 
@@ -317,12 +318,12 @@ JUDGED = [
     ("low-id-beyond-width", rollout(call(1, 1, 5), answer()), [(False, False), (True, True)], "l=5"),
     ("unreadable-call", rollout(call(3), answer()), [(False, False), (True, True)], "1 id(s)"),
     ("video-qa-before-caption", rollout(qa(1, 1, 1), answer()), [(False, False), (True, True)],
-     "before its caption"),
+     "after reading its caption"),
     ("video-qa-after-caption", rollout(call(1, 1, 1), qa(1, 1, 1), answer()), [(True, True)] * 3, None),
     ("video-qa-after-other-leaf", rollout(call(1, 1, 2), qa(1, 1, 1)), [(True, True), (False, False)],
-     "before its caption"),
+     "after reading its caption"),
     ("video-qa-after-medium-parent", rollout(call(1, 1), qa(1, 1, 1)), [(True, True), (False, False)],
-     "before its caption"),
+     "after reading its caption"),
     ("video-qa-after-invalid-caption", rollout(call(1, 1, 1, 1), qa(1, 1, 1)), [(False, False), (False, False)],
      "4 id(s)"),
     ("turn-after-answer", rollout(answer(), call(1, 1)), [(True, True), (False, False)], "after the answer"),
@@ -351,6 +352,20 @@ def test_rollout_counts() -> None:
     assert rollout_counts(judge_rollout(text, WIDTH)) == {
         "turns": 7, "tool_calls": 6, "served_calls": 5, "unique_calls": 4, "repeats": 1, "invalid_turns": 1,
         "ill_formed_turns": 2, "get_caption_calls": 4, "video_qa_calls": 1, "answered": 1}
+
+
+def test_a_failed_call_is_neither_served_nor_invalid() -> None:
+    """A video_qa whose observation is the tool's failure notice: a tool call, not served, not an invalid turn."""
+    failure = tool_failure_observation("the VLM at http://vlm:8000/v1 did not answer within 60 s")
+    text = decoded_rollout([(call(1, 1, 1), "Low caption (1, 1, 1): a car."), (qa(1, 1, 1), failure),
+                            (qa(1, 1, 1), "<information>red</information>"), (answer(), "")])
+    judgement = judge_rollout(text, WIDTH)
+    assert [(turn.valid, turn.failed) for turn in judgement.turns] == [(True, False), (True, True), (True, False),
+                                                                       (True, False)]
+    assert "did not answer within 60 s" in judgement.turns[1].reason
+    counts = rollout_counts(judgement)
+    assert (counts["tool_calls"], counts["served_calls"], counts["video_qa_calls"], counts["repeats"],
+            counts["invalid_turns"]) == (3, 2, 1, 0, 0)
 
 
 def test_rollout_counts_of_an_empty_rollout() -> None:
@@ -408,7 +423,7 @@ def test_video_qa_repeats_ignore_case_and_spacing() -> None:
     pytest.param((answer("the answer is B or C"),), OPTIONS, 0.0, id="the-answer-is-B-or-C-0"),
 ])
 def test_answer(turns: tuple[str, ...], options: tuple[str, ...], expected: float) -> None:
-    """answer is 1 exactly when every answer names option B (a letter as answer_letter reads it, or its text)."""
+    """answer is 1 exactly when every answer names option B (a letter as letter_form reads it, or its text)."""
     target = question(options=list(options) if options else MISSING)
     assert component("answer", turns, target) == expected
 
@@ -604,7 +619,7 @@ def private_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     return components
 
 
-def _bonus(rollout: Rollout, question: Question, scale: int = 3, *, size: float = 0.5,
+def _bonus(rollout: Rollout, question: AnswerKey, scale: int = 3, *, size: float = 0.5,
            kinds: tuple[str, ...] = ("a",)) -> float:
     """A stand-in component with one positional default and two keyword-only options."""
     return size
@@ -648,7 +663,7 @@ def test_register_reserved_name_refused(private_registry: dict, name: str) -> No
 def test_register_option_without_default_refused(private_registry: dict) -> None:
     """A keyword-only option without a default is refused and nothing is registered."""
 
-    def needy(rollout: Rollout, question: Question, *, size: float) -> float:
+    def needy(rollout: Rollout, question: AnswerKey, *, size: float) -> float:
         """A stand-in component whose option has no default."""
         return size
 

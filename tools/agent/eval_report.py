@@ -15,8 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from rewards.components import location_reward
-from rewards.question import read_question
+from rewards.question import answer_key
 from rewards.rollout import decoded_rollout, judge_rollout
+from tools.environment.prompts import tool_failure_reason
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
 
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
@@ -34,9 +35,8 @@ def location_f1(trajectory: Trajectory) -> float | None:
     if not trajectory.clue_intervals:
         return None
     steps = [(turn.model, turn.observation) for turn in trajectory.turns]
-    info = {"video_uid": trajectory.video_uid, "width": trajectory.width, "duration": trajectory.duration,
-            "options": list(trajectory.options), "clue_intervals": [list(c) for c in trajectory.clue_intervals]}
-    question = read_question(trajectory.ground_truth, info)
+    question = answer_key(trajectory.ground_truth, trajectory.options, trajectory.width, trajectory.duration,
+                          trajectory.clue_intervals)
     return location_reward(judge_rollout(decoded_rollout(steps), trajectory.width), question)
 
 
@@ -50,7 +50,9 @@ def question_metrics(trajectory: Trajectory) -> dict:
             "tool_calls": trajectory.tool_calls(),
             "get_caption_calls": sum(action["name"] == "get_caption" for action in served),
             "video_qa_calls": sum(action["name"] == "video_qa" for action in served),
-            "invalid_turns": sum(not turn.valid for turn in trajectory.turns),
+            # Refused turns, as the reward counts them: a call the tool failed to carry out is no mistake.
+            "invalid_turns": sum(not turn.valid and tool_failure_reason(turn.observation) is None
+                                 for turn in trajectory.turns),
             "visited": [action["ids"] for action in served],
             "location_f1": None if f1 is None else round(f1, 6),
             "seconds": timings.get("total_s", 0.0), "model_seconds": timings.get("model_s", 0.0),

@@ -16,15 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.components import answer_option
 from tools.environment import geometry
-from tools.environment.actions import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, TOOL_CLOSE, TOOL_OPEN, parse_turn
+from tools.environment.actions import (
+    ACTION_STOPS,
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    THINK_CLOSE,
+    TOOL_CLOSE,
+    TOOL_OPEN,
+    parse_turn,
+)
+from tools.environment.answers import answer_option
 from tools.environment.intervals import overlaps
 from tools.environment.navigation import NavigationEnv
 from tools.environment.trajectory import Trajectory, TrajectoryTurn
 from tools.environment.vlm_client import Completion, VLMError
 
-ACTION_STOPS = (TOOL_CLOSE, ANSWER_CLOSE)
 # Timing keys of a trajectory: seconds waiting for the model, for each tool, and for the whole question.
 TIMING_KEYS = ("model_s", "get_caption_s", "video_qa_s", "total_s")
 
@@ -38,7 +45,7 @@ class QuestionFailed(Exception):
 
 
 @dataclass(frozen=True)
-class AgentQuestion:
+class PromptRow:
     """One question as the RL parquet holds it: its prompt messages, ground truth and `extra_info`."""
 
     id: str
@@ -54,14 +61,15 @@ class AgentQuestion:
 class Generation:
     """How the model is asked for one turn: sampling, and how the endpoint handles stop strings."""
 
+    # Every value comes from the stage's config (configs/eval, configs/trajectories); none is defaulted here.
     max_turns: int
-    top_p: float = 1.0
+    top_p: float
     # Send `stop` (OpenAI's reasoning models refuse it; the reply is then cut at the first action close tag).
-    send_stop: bool = True
+    send_stop: bool
     # vLLM's `include_stop_str_in_output`, so the reply ends on the stop string as in the RL rollout.
-    vllm_stop: bool = True
+    vllm_stop: bool
     # Wall-clock seconds one question may take, every turn included.
-    question_timeout_s: float = 1800.0
+    question_timeout_s: float
     # Extra request fields for every call, e.g. {"reasoning_effort": "high"}.
     extra_body: dict = field(default_factory=dict)
 
@@ -123,7 +131,7 @@ class AgentLoop:
         # A user-given system prompt (the released checkpoint's), else the question's own.
         self.system_prompt = system_prompt
 
-    def opening(self, question: AgentQuestion, hinted: bool = False) -> list[dict]:
+    def opening(self, question: PromptRow, hinted: bool = False) -> list[dict]:
         """The first two messages the model reads."""
         system, user = (dict(message) for message in question.messages)
         if self.system_prompt is not None:
@@ -132,7 +140,7 @@ class AgentLoop:
             user["content"] += hint_text(question.extra_info)
         return [system, user]
 
-    def play(self, question: AgentQuestion, hinted: bool = False) -> Trajectory:
+    def play(self, question: PromptRow, hinted: bool = False) -> Trajectory:
         """The trajectory of one episode; QuestionFailed when the model endpoint fails or time runs out."""
         trajectory_id = f"{question.id}#{uuid.uuid4().hex[:8]}"
         try:
@@ -140,7 +148,7 @@ class AgentLoop:
         finally:
             self.env.end(trajectory_id)
 
-    def _play(self, question: AgentQuestion, trajectory_id: str, hinted: bool) -> Trajectory:
+    def _play(self, question: PromptRow, trajectory_id: str, hinted: bool) -> Trajectory:
         """The episode's turns, as `play` describes them."""
         started = time.monotonic()
         deadline = started + self.generation.question_timeout_s
@@ -191,7 +199,7 @@ class AgentLoop:
         return TrajectoryTurn(text, action, "", action["name"] == "answer")
 
     @staticmethod
-    def _trajectory(question: AgentQuestion, turns: list[TrajectoryTurn], hinted: bool,
+    def _trajectory(question: PromptRow, turns: list[TrajectoryTurn], hinted: bool,
                     timings: dict[str, float], tokens: dict[str, int]) -> Trajectory:
         """The Trajectory record: the answer is the last turn's, read as the reward reads it; none is wrong."""
         info = question.extra_info

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tools.agent.loop import AgentLoop, AgentQuestion, Generation, QuestionFailed
+from tools.agent.loop import AgentLoop, Generation, PromptRow, QuestionFailed
 from tools.builders.annotations import AnnotationError, read_annotations
 from tools.builders.rl_data import RLDataSettings, RLRowError, rl_row
 from tools.environment.caption_tree import CaptionTreeError, TreeCache, caption_path
@@ -63,7 +63,7 @@ class RunSettings:
                    max_failed_questions=int(data.get("max_failed_questions", 0)))
 
 
-def load_questions(spec: dict, max_turns: int) -> tuple[list[AgentQuestion], list[dict]]:
+def load_questions(spec: dict, max_turns: int) -> tuple[list[PromptRow], list[dict]]:
     """The questions of an annotation file as RL rows, and a record for each one that could not be built."""
     questions, bad_rows = read_annotations(spec["annotations"], spec["format"])
     rejected = [{"row": row.row, "reason": row.reason, "detail": row.detail} for row in bad_rows]
@@ -88,7 +88,7 @@ def load_questions(spec: dict, max_turns: int) -> tuple[list[AgentQuestion], lis
             reason = getattr(error, "reason", "caption_tree")
             rejected.append({"row": question.row, "id": question.question_id, "reason": reason, "detail": str(error)})
             continue
-        played.append(AgentQuestion(id=question.question_id, data_source=row["data_source"],
+        played.append(PromptRow(id=question.question_id, data_source=row["data_source"],
                                     messages=tuple(row["prompt"]), ground_truth=row["reward_model"]["ground_truth"],
                                     extra_info=row["extra_info"], categories=question.categories))
     return played, rejected
@@ -133,7 +133,7 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def _play(loop: AgentLoop, question: AgentQuestion, settings: RunSettings) -> Trajectory:
+def _play(loop: AgentLoop, question: PromptRow, settings: RunSettings) -> Trajectory:
     """One question: up to `attempts` episodes until one is correct; costs add up over the attempts."""
     timings: dict[str, float] = {}
     tokens: dict[str, int] = {}

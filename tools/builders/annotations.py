@@ -4,36 +4,58 @@ A file is a JSON list (`.json`), one JSON object per line (`.jsonl`) or a parque
 A file that cannot be read at all raises AnnotationError; a row that cannot be read becomes a
 RejectedRow whose `reason` is one of: bad_json, missing_field, bad_field, bad_options, bad_answer,
 bad_clue_intervals, bad_duration, bad_fps. LVBench rows are videos with several questions each.
+Each format is one row reader registered under its name with its parquet columns (`register_format`);
+`FORMAT_NAMES` lists them for the CLI, the config checks and error messages.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewards.question import plain_data
-from tools.environment.prompts import LETTERS
+from tools.builders.annotation_files import AnnotationError, RejectedRow, RowError, read_records
+from tools.environment.answers import LETTERS, ground_truth_letter
+from tools.environment.registry import add_entry, find_entry
 
-FORMATS = ("cgbench", "videomme", "lvbench")
-# Columns a parquet file must have, per format (Video-MME's video id column is checked apart).
-_REQUIRED_COLUMNS = {"cgbench": ("video_uid", "question", "choices", "right_answer"),
-                     "videomme": ("question", "options", "answer"), "lvbench": ("key", "qa")}
-# An answer given as a letter: `C`, `(C)`, `[C]` or `C.`.
-_LETTER_ANSWER = re.compile(r"^\s*[(\[]?([A-Z])[)\].]?\s*$")
 # An option with its letter prefix: `A. text`, `A.text`, `A) text` or `(A) text`.
 _LETTERED_OPTION = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])[.)])\s*(.*?)\s*$", re.DOTALL)
 
 
-class AnnotationError(ValueError):
-    """A file that cannot be read as the given format; the message names file and what was expected."""
+@dataclass(frozen=True)
+class AnnotationFormat:
+    """One benchmark's annotation format: how a row becomes questions, and the columns a parquet file needs."""
+
+    name: str
+    # (record, row) -> the row's questions, and a RowError for each question that cannot be read; a row that
+    # cannot be read at all raises RowError.
+    read_row: Callable[[dict, int], list]
+    # Each entry is a column, or a tuple of columns of which one must be present (the first is named when none is).
+    required_columns: tuple[str | tuple[str, ...], ...]
+
+
+_FORMATS: dict[str, AnnotationFormat] = {}
+
+
+def register_format(name: str, required_columns: tuple[str | tuple[str, ...], ...]) -> Callable:
+    """Register the decorated row reader as annotation format `name`; a second format of that name is refused."""
+    def decorator(read_row: Callable[[dict, int], list]) -> Callable[[dict, int], list]:
+        """Add `read_row` to the registry under `name`."""
+        add_entry(_FORMATS, "annotation format", name, AnnotationFormat(name, read_row, required_columns),
+                  lambda taken: taken.read_row.__name__)
+        return read_row
+    return decorator
+
+
+def annotation_format(name: str) -> AnnotationFormat:
+    """The registered format `name`; AnnotationError listing the formats when there is none of that name."""
+    return find_entry(_FORMATS, "annotation format", name, AnnotationError)
 
 
 @dataclass(frozen=True)
-class AnnotatedQuestion:
+class BenchmarkQuestion:
     """One multiple-choice question about one video, in the common form the RL data builder reads."""
 
     # 1-based row of the file (LVBench: line of the video), for reports.
@@ -59,29 +81,6 @@ class AnnotatedQuestion:
     length: str | None = None
 
 
-@dataclass(frozen=True)
-class RejectedRow:
-    """A row that could not be read: where it is and why."""
-
-    row: int
-    reason: str
-    detail: str
-
-
-class _RowError(Exception):
-    """One field of one row is wrong; turned into a RejectedRow by the caller that knows file and row."""
-
-    def __init__(self, reason: str, field: str, value: object, expected: str) -> None:
-        super().__init__(reason)
-        self.reason, self.field, self.value, self.expected = reason, field, value, expected
-
-    def rejected(self, name: str, row: int) -> RejectedRow:
-        """The RejectedRow of this error at `row` of file `name`."""
-        shown = repr(self.value)
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        return RejectedRow(row, self.reason, f"{name} row {row}: field {self.field}={shown}: expected {self.expected}")
-
-
 def _is_number(value: object) -> bool:
     """Whether `value` is a finite int or float (bool excluded)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -91,9 +90,9 @@ def _text(record: dict, field: str, shown: str | None = None) -> str:
     """The non-empty string in `record[field]`, stripped; `shown` is the field's name in messages."""
     value = record.get(field)
     if value is None or value == "":
-        raise _RowError("missing_field", shown or field, value, "a non-empty string")
+        raise RowError("missing_field", shown or field, value, "a non-empty string")
     if not isinstance(value, str) or not value.strip():
-        raise _RowError("bad_field", shown or field, value, "a non-empty string")
+        raise RowError("bad_field", shown or field, value, "a non-empty string")
     return value.strip()
 
 
@@ -101,7 +100,7 @@ def _video_uid(record: dict, field: str) -> str:
     """The video file stem in `record[field]`."""
     uid = _text(record, field)
     if "/" in uid or "\\" in uid:
-        raise _RowError("bad_field", field, uid, "a video file stem without '/'")
+        raise RowError("bad_field", field, uid, "a video file stem without '/'")
     return uid
 
 
@@ -114,7 +113,7 @@ def _question_id(record: dict, field: str, fallback: str) -> str:
     if value is None or value == "":
         return fallback
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise _RowError("bad_field", field, value, "an int or string id")
+        raise RowError("bad_field", field, value, "an int or string id")
     return str(value).strip()
 
 
@@ -122,14 +121,14 @@ def _options(value: object, field: str, lettered: bool) -> tuple[str, ...]:
     """2..26 non-empty option texts; `lettered` options carry prefixes `A. `, `B. `... which are stripped."""
     if not isinstance(value, list) or not 2 <= len(value) <= len(LETTERS) \
             or not all(isinstance(option, str) and option.strip() for option in value):
-        raise _RowError("bad_options", field, value, f"a list of 2 to {len(LETTERS)} non-empty option texts")
+        raise RowError("bad_options", field, value, f"a list of 2 to {len(LETTERS)} non-empty option texts")
     if not lettered:
         return tuple(option.strip() for option in value)
     texts = []
     for index, option in enumerate(value):
         match = _LETTERED_OPTION.match(option)
         if match is None or (match.group(1) or match.group(2)) != LETTERS[index] or not match.group(3):
-            raise _RowError("bad_options", field, value, f"options lettered A, B, C... in order, option "
+            raise RowError("bad_options", field, value, f"options lettered A, B, C... in order, option "
                             f"{index + 1} as '{LETTERS[index]}. text'")
         texts.append(match.group(3))
     return tuple(texts)
@@ -139,16 +138,16 @@ def _answer(value: object, field: str, options: tuple[str, ...]) -> str:
     """The option letter named by `value`: a letter such as `C`, `(C)` or `C.`, or exactly one option's text."""
     expected = f"a letter of the {len(options)} options A-{LETTERS[len(options) - 1]} or one option's text"
     if value is None:
-        raise _RowError("missing_field", field, value, expected)
+        raise RowError("missing_field", field, value, expected)
     letters = set()
-    match = _LETTER_ANSWER.match(value) if isinstance(value, str) else None
-    if match is not None and LETTERS.index(match.group(1)) < len(options):
-        letters.add(match.group(1))
+    letter = ground_truth_letter(value)
+    if letter is not None and LETTERS.index(letter) < len(options):
+        letters.add(letter)
     if isinstance(value, str):
         same_text = [LETTERS[index] for index, option in enumerate(options) if option == value.strip()]
         letters.update(same_text if len(same_text) == 1 else ())
     if len(letters) != 1:
-        raise _RowError("bad_answer", field, value, expected + (" (ambiguous)" if letters else ""))
+        raise RowError("bad_answer", field, value, expected + (" (ambiguous)" if letters else ""))
     return letters.pop()
 
 
@@ -158,11 +157,11 @@ def _clue_intervals(value: object, field: str) -> tuple[tuple[float, float], ...
         return ()
     expected = "a list of [start, end] seconds with 0 <= start < end"
     if not isinstance(value, list):
-        raise _RowError("bad_clue_intervals", field, value, expected)
+        raise RowError("bad_clue_intervals", field, value, expected)
     for pair in value:
         if not isinstance(pair, list) or len(pair) != 2 or not all(map(_is_number, pair)) \
                 or not 0 <= pair[0] < pair[1]:
-            raise _RowError("bad_clue_intervals", field, value, expected)
+            raise RowError("bad_clue_intervals", field, value, expected)
     return tuple((float(start), float(end)) for start, end in value)
 
 
@@ -171,7 +170,7 @@ def _positive(value: object, field: str, reason: str) -> float | None:
     if value is None:
         return None
     if not _is_number(value) or value <= 0:
-        raise _RowError(reason, field, value, "a positive number")
+        raise RowError(reason, field, value, "a positive number")
     return float(value)
 
 
@@ -181,15 +180,16 @@ def _categories(value: object, field: str) -> tuple[str, ...]:
         return ()
     values = value if isinstance(value, list) else [value]
     if not all(isinstance(item, str) and item.strip() for item in values):
-        raise _RowError("bad_field", field, value, "a category name or a list of them")
+        raise RowError("bad_field", field, value, "a category name or a list of them")
     return tuple(item.strip() for item in values)
 
 
-def _cgbench(record: dict, row: int) -> list[AnnotatedQuestion]:
+@register_format("cgbench", ("video_uid", "question", "choices", "right_answer"))
+def _cgbench(record: dict, row: int) -> list[BenchmarkQuestion]:
     """The one CG-Bench question of `record`."""
     uid = _video_uid(record, "video_uid")
     options = _options(record.get("choices"), "choices", lettered=False)
-    return [AnnotatedQuestion(
+    return [BenchmarkQuestion(
         row=row, question_id=_question_id(record, "qid", f"{uid}-{row}"), video_uid=uid,
         question=_text(record, "question"), options=options,
         answer=_answer(record.get("right_answer"), "right_answer", options),
@@ -199,11 +199,12 @@ def _cgbench(record: dict, row: int) -> list[AnnotatedQuestion]:
         categories=_categories(record.get("sub_category", record.get("domain")), "sub_category"))]
 
 
-def _videomme(record: dict, row: int) -> list[AnnotatedQuestion]:
+@register_format("videomme", ("question", "options", "answer", ("videoID", "video_id")))
+def _videomme(record: dict, row: int) -> list[BenchmarkQuestion]:
     """The one Video-MME question of `record`; its `duration` is a category, so duration is None."""
     uid = _video_uid(record, "videoID" if record.get("videoID") is not None else "video_id")
     options = _options(record.get("options"), "options", lettered=True)
-    return [AnnotatedQuestion(
+    return [BenchmarkQuestion(
         row=row, question_id=_question_id(record, "question_id", f"{uid}-{row}"), video_uid=uid,
         question=_text(record, "question"), options=options, answer=_answer(record.get("answer"), "answer", options),
         clue_intervals=(), duration=None, fps=None, categories=_categories(record.get("task_type"), "task_type"),
@@ -214,106 +215,77 @@ def _length(value: object) -> str | None:
     """Video-MME's length class from its `duration` column (short, medium or long); None when it is absent."""
     if value is None:
         return None
-    if not isinstance(value, str) or value.strip().lower() not in ("short", "medium", "long"):
-        raise _RowError("bad_field", "duration", value, "Video-MME's length class: short, medium or long")
+    if not isinstance(value, str) or value.strip().lower() not in LENGTH_CLASSES:
+        raise RowError("bad_field", "duration", value, "Video-MME's length class: short, medium or long")
     return value.strip().lower()
 
 
-def _lvbench_question(qa: object, key: str, position: int, fps: float | None, row: int) -> AnnotatedQuestion:
+def _lvbench_question(qa: object, key: str, position: int, fps: float | None, row: int) -> BenchmarkQuestion:
     """Question `position` (1-based) of LVBench video `key`; its options are lines `(A) text` of the question."""
     name = f"qa[{position}]"
     if not isinstance(qa, dict):
-        raise _RowError("bad_field", name, qa, "an object with question and answer")
+        raise RowError("bad_field", name, qa, "an object with question and answer")
     text = _text(qa, "question", f"{name}.question")
     lines = text.splitlines()
     first = next((index for index, line in enumerate(lines) if line.lstrip().startswith("(A)")), None)
     if first is None or not "\n".join(lines[:first]).strip():
-        raise _RowError("bad_options", f"{name}.question", text, "the question, then option lines '(A) text'")
+        raise RowError("bad_options", f"{name}.question", text, "the question, then option lines '(A) text'")
     option_lines = [line for line in lines[first:] if line.strip()]
     options = _options(option_lines, f"{name}.question", lettered=True)
     if any(not line.lstrip().startswith("(") for line in option_lines):
-        raise _RowError("bad_options", f"{name}.question", text, "option lines written '(A) text'")
-    return AnnotatedQuestion(
+        raise RowError("bad_options", f"{name}.question", text, "option lines written '(A) text'")
+    return BenchmarkQuestion(
         row=row, question_id=_question_id(qa, "uid", f"{key}-{position}"), video_uid=key,
         question="\n".join(lines[:first]).strip(), options=options,
         answer=_answer(qa.get("answer"), f"{name}.answer", options), clue_intervals=(), duration=None, fps=fps,
         categories=_categories(qa.get("question_type"), f"{name}.question_type"))
 
 
-def _records(path: Path, fmt: str) -> Iterator[tuple[int, dict | _RowError]]:
-    """(row, object) for each row of the file, or (row, _RowError) for a row that is not a JSON object."""
-    def checked(row: int, record: object) -> tuple[int, dict | _RowError]:
-        """`record` if it is an object, else the error saying so."""
-        return row, record if isinstance(record, dict) else _RowError("bad_json", "row", record, "a JSON object")
-
-    try:
-        if path.suffix == ".parquet":
-            import pandas
-
-            table = pandas.read_parquet(path)
-        else:
-            text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise AnnotationError(f"{path}: cannot read the {fmt} annotation file: {error}") from error
-    if path.suffix == ".parquet":
-        missing = [column for column in _REQUIRED_COLUMNS[fmt] if column not in table.columns]
-        if fmt == "videomme" and not {"videoID", "video_id"} & set(table.columns):
-            missing.append("videoID")
-        if missing:
-            raise AnnotationError(f"{path}: parquet without the {fmt} columns {missing}; has {list(table.columns)}")
-        for row, record in enumerate(table.to_dict(orient="records"), start=1):
-            # Missing values arrive as NaN, None or pandas.NA; plain_data turns numpy arrays into lists.
-            yield row, {key: None if not hasattr(value, "__len__") and pandas.isna(value) else plain_data(value)
-                        for key, value in record.items()}
-    elif path.suffix == ".json":
+@register_format("lvbench", ("key", "qa"))
+def _lvbench(record: dict, row: int) -> list[BenchmarkQuestion | RowError]:
+    """The questions of one LVBench video, with a RowError in place of each question that cannot be read."""
+    key = _video_uid(record, "key")
+    qas = record.get("qa")
+    if not isinstance(qas, list) or not qas:
+        raise RowError("missing_field" if qas is None else "bad_field", "qa", qas, "a non-empty list")
+    info = record.get("video_info")
+    fps = info.get("fps") if isinstance(info, dict) else None
+    fps = float(fps) if _is_number(fps) and fps > 0 else None
+    questions: list[BenchmarkQuestion | RowError] = []
+    for position, qa in enumerate(qas, start=1):
         try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise AnnotationError(f"{path}: not JSON ({error}); expected a JSON list of {fmt} rows") from error
-        if not isinstance(records, list):
-            raise AnnotationError(f"{path}: top level is a {type(records).__name__}; expected a JSON list of {fmt} "
-                                  "rows")
-        yield from (checked(row, record) for row, record in enumerate(records, start=1))
-    elif path.suffix == ".jsonl":
-        for row, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield checked(row, json.loads(line))
-            except json.JSONDecodeError:
-                yield row, _RowError("bad_json", "line", line, "one JSON object per line")
-    else:
-        raise AnnotationError(f"{path}: unknown file type {path.suffix!r}; expected .json, .jsonl or .parquet")
+            questions.append(_lvbench_question(qa, key, position, fps, row))
+        except RowError as error:
+            questions.append(error)
+    return questions
 
 
-def read_annotations(path: str | Path, fmt: str) -> tuple[list[AnnotatedQuestion], list[RejectedRow]]:
+# The registered formats' names, for CLI choices, config checks and error messages.
+FORMAT_NAMES = tuple(_FORMATS)
+# Video-MME's video length classes, the values of `BenchmarkQuestion.length`.
+LENGTH_CLASSES = ("short", "medium", "long")
+
+
+def read_annotations(path: str | Path, fmt: str) -> tuple[list[BenchmarkQuestion], list[RejectedRow]]:
     """Every question of an annotation file in format `fmt`, and each row that could not be read (never dropped)."""
-    if fmt not in FORMATS:
-        raise AnnotationError(f"{path}: unknown annotation format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    try:
+        reader = annotation_format(fmt)
+    except AnnotationError as error:
+        raise AnnotationError(f"{path}: {error}") from None
     path = Path(path)
-    readers: dict[str, Callable[[dict, int], list[AnnotatedQuestion]]] = {"cgbench": _cgbench, "videomme": _videomme}
-    questions: list[AnnotatedQuestion] = []
+    questions: list[BenchmarkQuestion] = []
     rejected: list[RejectedRow] = []
-    for row, record in _records(path, fmt):
+    for row, record in read_records(path, reader.name, reader.required_columns):
         try:
-            if isinstance(record, _RowError):
+            if isinstance(record, RowError):
                 raise record
-            if fmt in readers:
-                questions.extend(readers[fmt](record, row))
-                continue
-            key = _video_uid(record, "key")
-            qas = record.get("qa")
-            if not isinstance(qas, list) or not qas:
-                raise _RowError("missing_field" if qas is None else "bad_field", "qa", qas, "a non-empty list")
-            info = record.get("video_info")
-            fps = info.get("fps") if isinstance(info, dict) else None
-            fps = float(fps) if _is_number(fps) and fps > 0 else None
-        except _RowError as error:
+            items = reader.read_row(record, row)
+        except RowError as error:
             rejected.append(error.rejected(path.name, row))
             continue
-        for position, qa in enumerate(qas, start=1):
-            try:
-                questions.append(_lvbench_question(qa, key, position, fps, row))
-            except _RowError as error:
-                rejected.append(error.rejected(path.name, row))
+        for item in items:
+            if isinstance(item, RowError):
+                rejected.append(item.rejected(path.name, row))
+            else:
+                questions.append(item)
     return questions, rejected

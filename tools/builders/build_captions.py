@@ -154,7 +154,7 @@ def caption_prompt(segment: Segment, times: list[float], words: int, subtitles: 
         "in order; any text on screen; how the scene changes. Give times (e.g. 'at 12.5s') where something "
         "changes. Describe only what the frames and subtitles show; do not guess.",
     ]
-    if segment.level == 3:
+    if segment.level == geometry.LEAF_LEVEL:
         lines.append("Include the fine details that set this moment apart: clothing, colours, objects, "
                      "positions, lighting, weather.")
     if subtitles:

@@ -14,11 +14,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tools.environment.registry import add_entry
+
 # LLaMA-Factory template name -> its default system prompt (None: no system turn unless given).
-SUPPORTED_TEMPLATES: dict[str, str | None] = {
-    "qwen3_nothink": None,
-    "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-}
+_TEMPLATES: dict[str, str | None] = {}
+
+
+def register_template(name: str, default_system: str | None) -> None:
+    """Register LLaMA-Factory's template `name` with its default system prompt; a second one of a name is refused."""
+    add_entry(_TEMPLATES, "chat template", name, default_system)
+
+
+register_template("qwen3_nothink", None)
+register_template("qwen", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+# The templates that have an inference chat template here, for CLI choices, config checks and error messages.
+TEMPLATE_NAMES = tuple(_TEMPLATES)
 
 # Every output is a Jinja string expression, so whitespace control never eats a newline.
 _BODY = r"""
@@ -45,12 +55,10 @@ _BODY = r"""
 
 def jinja_template(template: str) -> str:
     """The Jinja chat template equivalent to LLaMA-Factory's template `template`."""
-    if template not in SUPPORTED_TEMPLATES:
-        raise ValueError(
-            f"chat.template={template!r} has no inference chat template here; "
-            f"supported: {', '.join(SUPPORTED_TEMPLATES)}"
-        )
-    system = SUPPORTED_TEMPLATES[template]
+    if template not in _TEMPLATES:
+        raise ValueError(f"chat.template={template!r} has no inference chat template here; "
+                         f"supported: {', '.join(TEMPLATE_NAMES)}")
+    system = _TEMPLATES[template]
     header = "{%- set default_system = " + (repr(system) if system else "none") + " -%}"
     return header + _BODY
 
@@ -76,7 +84,7 @@ def main() -> None:
     """CLI: install the chat template of `--template` into the model at `--model`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--template", required=True, choices=sorted(SUPPORTED_TEMPLATES))
+    parser.add_argument("--template", required=True, choices=TEMPLATE_NAMES)
     args = parser.parse_args()
     print(f"chat template {args.template} installed in {install(args.model, args.template)}")
 

@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rewards.question import plain_data
+from tools.environment.plain_data import plain_data
 
 
 class ReleasedPromptError(ValueError):

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.builders.annotations import AnnotatedQuestion, read_annotations
+from tools.builders.annotations import BenchmarkQuestion, read_annotations
 from tools.builders.builder_io import publish, settings_and_output
 from tools.environment import prompts
 from tools.environment.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
@@ -60,7 +60,7 @@ class RLDataSettings:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
-def duration_of(question: AnnotatedQuestion, tree: CaptionTree, settings: RLDataSettings) -> float:
+def duration_of(question: BenchmarkQuestion, tree: CaptionTree, settings: RLDataSettings) -> float:
     """The video's duration: the annotation's, else the caption file's, else the video's; checked against the tree's."""
     duration = question.duration if question.duration is not None else tree.duration
     if duration is None and settings.video_dir is not None:
@@ -79,7 +79,7 @@ def duration_of(question: AnnotatedQuestion, tree: CaptionTree, settings: RLData
     return float(duration)
 
 
-def rl_row(question: AnnotatedQuestion, tree: CaptionTree, settings: RLDataSettings) -> dict:
+def rl_row(question: BenchmarkQuestion, tree: CaptionTree, settings: RLDataSettings) -> dict:
     """One parquet row for `question` over its caption tree (split and index are set when the row is placed)."""
     duration = duration_of(question, tree, settings)
     first_user = prompts.first_user_turn(question.question, question.options, duration, tree)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rewards.components import answer_option
 from tools.environment.actions import ACTION_TAGS, THINK_CLOSE, THINK_OPEN, Action, Answer, parse_turn
+from tools.environment.answers import answer_option
 from tools.environment.trajectory import Trajectory
 
 # Every reason a trajectory or record is dropped, in the order the report lists them.

@@ -43,7 +43,7 @@ class SFTDataSettings:
     checks: Checks
     caption_dirs: dict
     tokenizer: str | None = None
-    chat_template: str = "qwen3_nothink"
+    chat_template: str | None = None
     cutoff_len: int | None = None
 
     @classmethod
@@ -56,7 +56,7 @@ class SFTDataSettings:
         checks = Checks(int(data["max_turns"]), bool(data["keep_wrong"]), bool(data["keep_hinted"]),
                         bool(data["keep_invalid_turns"]))
         return cls(data["source"], data["input"], data["observation_role"], checks, data.get("caption_dirs") or {},
-                   data.get("tokenizer"), data.get("chat_template", "qwen3_nothink"), data.get("cutoff_len"))
+                   data.get("tokenizer"), data.get("chat_template"), data.get("cutoff_len"))
 
     def caption_dir(self, data_source: str) -> str:
         """The caption folder of a data source (its own, else the default one)."""
@@ -122,6 +122,8 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
     if settings.source == "released":
         report.notes.append("the released file has no ground truth: answers are not checked, every record with a "
                             "readable answer turn is kept")
+    if settings.tokenizer and not settings.chat_template:
+        raise ValueError(f"tokenizer={settings.tokenizer} needs chat_template, the template samples are counted in")
     counter = TokenCounter(settings.tokenizer, settings.chat_template) if settings.tokenizer else None
     items = released_samples(settings) if settings.source == "released" else our_samples(settings)
     fd, tmp = tempfile.mkstemp(prefix=f".{SAMPLES_FILE}.", dir=output)

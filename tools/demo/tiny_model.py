@@ -4,7 +4,7 @@ No hub download: the byte-level BPE ranks come from the `qwen.tiktoken` file tha
 `dashscope` ships (151,643 tokens, the vocabulary of Qwen2.5 and Qwen3), and Qwen3's added tokens
 are placed at their real ids, so text encodes exactly as with the real tokenizer.
 
-    python -m tools.demo.tiny_model --output ~/.cache/longvideo-r1/models/tiny-qwen3
+    python -m tools.demo.tiny_model --output ~/.cache/longvideo-r1/models/tiny-qwen3 --template qwen3_nothink
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def build_model(seed: int = 0):
     return Qwen3ForCausalLM(config)
 
 
-def build(output: Path, template: str = "qwen3_nothink", seed: int = 0) -> Path:
+def build(output: Path, template: str, seed: int = 0) -> Path:
     """Write the tiny model and tokenizer to `output`, atomically; an existing one is kept."""
     from tools.builders.chat_template import jinja_template
 
@@ -119,7 +119,7 @@ def main() -> None:
     """CLI: build the tiny model into `--output` unless it is already there."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--template", default="qwen3_nothink")
+    parser.add_argument("--template", required=True, help="the chat template its tokenizer ships (chat.template)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"tiny model ready at {build(args.output, args.template, args.seed)}")

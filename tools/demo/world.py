@@ -73,10 +73,11 @@ def _video(rng: random.Random, index: int) -> dict:
 def _caption(video: dict, ids: tuple[int, ...]) -> str:
     """The caption of segment `ids`: the place, then the activity, then the moment something is picked up."""
     place = video["places"][ids[0] - 1]
-    if len(ids) == 1:
+    level = geometry.level_of(ids)
+    if level == 1:
         return f"Scenes at {place}."
     activity = video["activities"][ids[0]][ids[1] - 1]
-    if len(ids) == 2:
+    if level == 2:
         return f"At {place}, someone is {activity}."
     return f"At {place}, while {activity}, someone picks something up {MOMENTS[ids[2] - 1]}."
 

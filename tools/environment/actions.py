@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Union
 
+from tools.environment.answers import answer_option
 from tools.environment.geometry import format_ids
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_OPEN, TOOL_CLOSE = "<tool>", "</tool>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 ACTION_TAGS = (TOOL_OPEN, TOOL_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+# The strings generation stops at: a model turn ends with its action's close tag.
+ACTION_STOPS = (TOOL_CLOSE, ANSWER_CLOSE)
 # Every tag that delimits a model turn: text from the video (captions, VLM answers) never carries one.
 TURN_TAGS = (THINK_OPEN, THINK_CLOSE, *ACTION_TAGS)
 # Shown to the model inside observations, which never hold a literal action tag (tools/environment/README.md).
@@ -37,12 +40,6 @@ _TOKEN = re.compile(r"""\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<int>[+-]?\d+)|(?P<str>"
                     r"""|(?P<punct>[()\[\],]))""", re.DOTALL)
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 _QUOTE = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
-# After "the answer is" / "option" a letter may be followed by anything that is not a letter; bare, it
-# must end the text or be followed by punctuation, so "I think B" is not read as option I.
-# No two unbounded space runs touch, so a failed match backtracks in linear time, not cubic.
-_LETTER = re.compile(r"^\s*(?:(?:(?:the\s+)?(?:answer|option)(?:\s+is)?(?:\s*[:\-]\s*|\s*))"
-                     r"[(\[]?((?-i:[A-Z]))[)\]]?(?![A-Za-z])"
-                     r"|[(\[]?((?-i:[A-Z]))[)\]]?(?=\s*$|[.,:;)\]]))", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ class VideoQA:
 
 @dataclass(frozen=True)
 class Answer:
-    """The final answer; `letter` is the option letter read from it, or None."""
+    """The final answer; `letter` is the option it names as `answers.answer_option` reads it without the options."""
 
     text: str
     letter: str | None
@@ -119,12 +116,6 @@ class Turn:
     action: Action | None
     error: ParseError | None
     problems: tuple[str, ...] = ()
-
-
-def answer_letter(text: str) -> str | None:
-    """The option letter in an answer such as `B`, `B.`, `(B)`, `B. a dog` or `Option B`; None if there is none."""
-    match = _LETTER.match(text)
-    return (match.group(1) or match.group(2)) if match else None
 
 
 def _quote(text: str) -> str:
@@ -321,7 +312,7 @@ def parse_turn(text: str) -> Turn:
         answer = body.strip()
         if not answer:
             return Turn(think, None, ParseError("the answer block is empty"), tuple(problems))
-        return Turn(think, Answer(answer, answer_letter(answer)), None, tuple(problems))
+        return Turn(think, Answer(answer, answer_option(answer)), None, tuple(problems))
     call = parse_call(body)
     if isinstance(call, ParseError):
         return Turn(think, None, call, tuple(problems))

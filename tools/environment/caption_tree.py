@@ -38,7 +38,7 @@ class CaptionTree:
     def caption(self, ids: tuple[int, ...]) -> str:
         """The caption of segment `ids` (1 to 3 numbers); GeometryError if they are out of range."""
         index = geometry.index_of(ids, self.width)  # first, so 0 or 4+ numbers raise GeometryError too
-        return self.levels[len(ids) - 1][index]
+        return self.levels[geometry.level_of(ids) - 1][index]
 
     def high_captions(self) -> tuple[str, ...]:
         """The `width` high-level captions, in order."""

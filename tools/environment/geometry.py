@@ -18,6 +18,8 @@ LEAF_SECONDS = 16.0
 MIN_WIDTH = 4
 MAX_WIDTH = 8
 LEVEL_NAMES = ("high", "medium", "low")
+# The level of the low segments, the leaves whose frames video_qa asks about.
+LEAF_LEVEL = len(LEVEL_NAMES)
 
 
 class GeometryError(ValueError):
@@ -34,6 +36,16 @@ def width_for_duration(duration: float, min_width: int = MIN_WIDTH, max_width: i
 def level_size(width: int, level: int) -> int:
     """How many segments level `level` (1 high, 2 medium, 3 low) holds: `width ** level`."""
     return width**level
+
+
+def level_of(ids: tuple[int, ...]) -> int:
+    """The level of segment `ids` (1 high, 2 medium, 3 low): how many numbers it has."""
+    return len(ids)
+
+
+def level_name(ids: tuple[int, ...]) -> str:
+    """The name of segment `ids`' level in `LEVEL_NAMES`: high, medium or low."""
+    return LEVEL_NAMES[level_of(ids) - 1]
 
 
 def check_ids(ids: tuple[int, ...], width: int) -> None:
@@ -81,7 +93,7 @@ def index_range(index: int, count: int, duration: float) -> tuple[float, float]:
 
 def time_range(ids: tuple[int, ...], width: int, duration: float) -> tuple[float, float]:
     """The time range in seconds of segment `ids` in a video of `duration` seconds."""
-    return index_range(index_of(ids, width), level_size(width, len(ids)), duration)
+    return index_range(index_of(ids, width), level_size(width, level_of(ids)), duration)
 
 
 def segment_at(time: float, level: int, width: int, duration: float) -> tuple[int, ...]:

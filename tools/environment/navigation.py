@@ -1,8 +1,9 @@
 """The navigation environment: one model turn in, one observation out, with per-trajectory state.
 
-`NavigationEnv.step` parses the turn with `tools.environment.actions`, serves get_caption from the cached caption
-tree and video_qa from the real video through the VLM, and turns every failure into an observation
-that says what was wrong. The verl-tool glue and the evaluation agent loop both drive this class.
+`NavigationEnv.step` parses the turn with `tools.environment.actions`, applies the serve rule
+(`tools.environment.serve_rule`), serves get_caption from the cached caption tree and video_qa from
+the real video through the VLM, and turns every refusal or failure into an observation that says
+what was wrong. The verl-tool glue and the evaluation agent loop both drive this class.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from tools.environment import frames, geometry, prompts
 from tools.environment.actions import Answer, GetCaption, VideoQA, parse_turn
 from tools.environment.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
-from tools.environment.question_fields import QuestionFields
+from tools.environment.question_fields import VideoFields
+from tools.environment.serve_rule import FAILED, REFUSED, ToolFailure, serve_call
 from tools.environment.tool_settings import SourceSettings, ToolSettings
 from tools.environment.vlm_client import VLMClient, VLMEndpoint, VLMError
 
@@ -56,24 +58,24 @@ class NavigationEnv:
         if isinstance(action, Answer):
             return Observation("", True, "answer", action.to_dict(), done=True)
         try:
-            question = QuestionFields.from_extra_info(extra_info)
+            question = VideoFields.from_extra_info(extra_info)
         except ValueError as error:
             logger.error("trajectory %s: %s", trajectory_id, error)
             return self._failure(f"this question's data is broken ({error})", action)
         source = self.settings.for_source(data_source)
-        try:
-            tree = self.tree_for(source, question)
-        except CaptionTreeError as error:
-            logger.error("trajectory %s: %s", trajectory_id, error)
-            return self._failure(f"the caption tree of video {question.video_uid!r} is unavailable ({error})", action)
-        try:
-            geometry.check_ids(action.ids, tree.width)
-        except geometry.GeometryError as error:
-            return Observation(prompts.error_observation(f"{action.render()}: {error}", show_forms=False),
-                               False, "invalid", action.to_dict())
-        if isinstance(action, GetCaption):
-            return self._get_caption(trajectory_id, action, tree, question)
-        return self._video_qa(trajectory_id, action, tree, question, source)
+        with self._lock:
+            read_leaves = frozenset(self._read_leaves.get(trajectory_id, ()))
+        outcome = serve_call(action, question.width, read_leaves, lambda: self._perform(action, question, source))
+        if outcome.outcome == REFUSED:
+            return Observation(prompts.error_observation(outcome.reason, show_forms=False), False, "invalid",
+                               action.to_dict())
+        if outcome.outcome == FAILED:
+            logger.error("trajectory %s: %s failed: %s", trajectory_id, action.render()[:200], outcome.reason)
+            return self._failure(outcome.reason, action)
+        if outcome.unlocks is not None:
+            self._remember(trajectory_id, outcome.unlocks)
+        return Observation(outcome.reply, True, "video_qa" if isinstance(action, VideoQA) else "caption",
+                           action.to_dict())
 
     def end(self, trajectory_id: str) -> None:
         """Forget a finished trajectory's state."""
@@ -90,7 +92,7 @@ class NavigationEnv:
         with self._lock:
             return list(self._read_leaves)
 
-    def tree_for(self, source: SourceSettings, question: QuestionFields) -> CaptionTree:
+    def tree_for(self, source: SourceSettings, question: VideoFields) -> CaptionTree:
         """The cached caption tree of a question's video; CaptionTreeError if missing or of another width."""
         tree = self.trees.get(caption_path(source.caption_dir, question.video_uid))
         if tree.width != question.width:
@@ -102,31 +104,25 @@ class NavigationEnv:
         """A valid-looking action the tool could not serve."""
         return Observation(prompts.tool_failure_observation(reason), False, "tool_error", action.to_dict())
 
-    def _get_caption(self, trajectory_id: str, action: GetCaption, tree: CaptionTree,
-                     question: QuestionFields) -> Observation:
-        """Return a medium or low caption, remembering low ones for video_qa."""
-        if len(action.ids) == 3:
-            with self._lock:
-                self._read_leaves.setdefault(trajectory_id, set()).add(action.ids)
-                self._read_leaves.move_to_end(trajectory_id)
-                # A trajectory that never ends must not grow the server without bound.
-                while len(self._read_leaves) > self.settings.max_trajectories:
-                    dropped, _ = self._read_leaves.popitem(last=False)
-                    logger.warning("dropped the state of trajectory %s: over %d live trajectories",
-                                   dropped, self.settings.max_trajectories)
-        text = prompts.caption_observation(action.ids, tree.width, question.duration, tree.caption(action.ids))
-        return Observation(text, True, "caption", action.to_dict())
-
-    def _video_qa(self, trajectory_id: str, action: VideoQA, tree: CaptionTree, question: QuestionFields,
-                  source: SourceSettings) -> Observation:
-        """Sample the leaf's frames from the video and ask the VLM, once its caption was read."""
+    def _remember(self, trajectory_id: str, leaf: tuple[int, ...]) -> None:
+        """Remember that trajectory `trajectory_id` read the caption of `leaf`, so video_qa may ask about it."""
         with self._lock:
-            allowed = action.ids in self._read_leaves.get(trajectory_id, ())
-        if not allowed:
-            ids = geometry.format_ids(action.ids)
-            return Observation(prompts.error_observation(
-                f"video_qa on {ids} is only allowed after reading its caption: call get_caption({ids}) first",
-                show_forms=False), False, "invalid", action.to_dict())
+            self._read_leaves.setdefault(trajectory_id, set()).add(leaf)
+            self._read_leaves.move_to_end(trajectory_id)
+            # A trajectory that never ends must not grow the server without bound.
+            while len(self._read_leaves) > self.settings.max_trajectories:
+                dropped, _ = self._read_leaves.popitem(last=False)
+                logger.warning("dropped the state of trajectory %s: over %d live trajectories",
+                               dropped, self.settings.max_trajectories)
+
+    def _perform(self, action: GetCaption | VideoQA, question: VideoFields, source: SourceSettings) -> str:
+        """Carry out a call the serve rule lets through: its observation text, or ToolFailure saying why not."""
+        try:
+            tree = self.tree_for(source, question)
+        except CaptionTreeError as error:
+            raise ToolFailure(f"the caption tree of video {question.video_uid!r} is unavailable ({error})") from error
+        if isinstance(action, GetCaption):
+            return prompts.caption_observation(action.ids, tree.width, question.duration, tree.caption(action.ids))
         start, end = geometry.time_range(action.ids, tree.width, question.duration)
         try:
             video = self.video_path(source, question.video_uid)
@@ -135,9 +131,8 @@ class NavigationEnv:
             urls = [frames.to_jpeg_data_url(frame.image, self.settings.jpeg_quality) for frame in images]
             answer = self.client_for(source.vlm).ask(prompts.vlm_question(action.query, start, end), urls)
         except (frames.FrameError, VLMError, FileNotFoundError) as error:
-            logger.error("trajectory %s: video_qa%s failed: %s", trajectory_id, action.ids, error)
-            return self._failure(str(error), action)
-        return Observation(prompts.video_qa_observation(answer), True, "video_qa", action.to_dict())
+            raise ToolFailure(str(error)) from error
+        return prompts.video_qa_observation(answer)
 
     def video_path(self, source: SourceSettings, video_uid: str) -> Path:
         """The video file of `video_uid` in the source's video folder; FileNotFoundError naming what was tried."""

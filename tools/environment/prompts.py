@@ -9,16 +9,22 @@ observation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from tools.environment import geometry
 from tools.environment.actions import TURN_TAGS, VALID_FORMS
+from tools.environment.answers import LETTERS
 from tools.environment.caption_tree import CaptionTree
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-LEVEL_TITLES = {2: "Medium", 3: "Low"}
 # How a turn tag is spelled when it turns up inside observation text (a caption, a VLM answer).
 _DEFUSED = {tag: tag.replace("<", "[").replace(">", "]") for tag in TURN_TAGS}
+# How a tool-failure observation starts and how its reason ends.
+_FAILED, _FAILURE_END = "The tool failed: ", ". Try another action or answer."
+_INVALID, _INFORMATION = "Invalid action: ", "<information>"
+# How each kind of observation starts: a failure, a VLM answer, a caption of each level, a refusal.
+_OPENINGS = re.compile("|".join(re.escape(opening) for opening in (
+    _FAILED, _INFORMATION, *(f"{name.capitalize()} caption (" for name in geometry.LEVEL_NAMES), _INVALID)))
 
 
 def system_prompt(max_turns: int) -> str:
@@ -84,7 +90,7 @@ def first_user_turn(question: str, options: Sequence[str], duration: float, tree
 def caption_observation(ids: tuple[int, ...], width: int, duration: float, caption: str) -> str:
     """What get_caption returns: the level, the ids, the time range and the caption."""
     start, end = geometry.time_range(ids, width, duration)
-    title = LEVEL_TITLES[len(ids)]
+    title = geometry.level_name(ids).capitalize()
     return f"{title} caption {geometry.format_ids(ids)} {format_range(start, end)}: {defuse_action_tags(caption)}"
 
 
@@ -92,12 +98,12 @@ def video_qa_observation(answer: str) -> str:
     """What video_qa returns: the vision model's answer inside <information>...</information>."""
     # The answer cannot close its own block early either.
     answer = answer.strip().replace("<information>", "[information]").replace("</information>", "[/information]")
-    return f"<information>{defuse_action_tags(answer)}</information>"
+    return f"{_INFORMATION}{defuse_action_tags(answer)}</information>"
 
 
 def error_observation(reason: str, show_forms: bool = True) -> str:
     """An invalid action's observation: what was wrong and, by default, the valid actions."""
-    text = f"Invalid action: {reason}."
+    text = f"{_INVALID}{reason}."
     if show_forms:
         text += f" {VALID_FORMS}"
     return defuse_action_tags(text)
@@ -105,7 +111,21 @@ def error_observation(reason: str, show_forms: bool = True) -> str:
 
 def tool_failure_observation(reason: str) -> str:
     """A valid action the tool could not serve (a missing video, an unreachable vision model)."""
-    return defuse_action_tags(f"The tool failed: {reason}. Try another action or answer.")
+    return defuse_action_tags(f"{_FAILED}{reason}. Try another action or answer.")
+
+
+def tool_failure_reason(text: str) -> str | None:
+    """The reason of the tool-failure observation in `text` (maybe inside chat role text), else None.
+
+    Every observation starts with its kind's opening words, and a caption or a VLM answer comes
+    after them, so the first opening found in `text` is the observation's own start.
+    """
+    # Most observations hold no failure notice at all, and `in` tells so fastest.
+    match = _OPENINGS.search(text) if _FAILED in text else None
+    if match is None or match.group() != _FAILED:
+        return None
+    end = text.find(_FAILURE_END, match.end())
+    return text[match.end():end if end >= 0 else len(text)]
 
 
 def vlm_question(query: str, start: float, end: float) -> str:

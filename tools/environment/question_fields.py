@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class QuestionFields:
+class VideoFields:
     """The per-question fields the tool needs, read from `extra_info` (names fixed in tools/environment/README.md)."""
 
     video_uid: str
@@ -18,7 +18,7 @@ class QuestionFields:
     width: int
 
     @classmethod
-    def from_extra_info(cls, extra_info: object) -> QuestionFields:
+    def from_extra_info(cls, extra_info: object) -> VideoFields:
         """Read video_uid, duration and width; ValueError naming the field that is missing or wrong."""
         if not isinstance(extra_info, dict):
             raise ValueError(f"extra_info must be a mapping with video_uid, duration and width, got "

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from verl_tool.servers.tool_server import AsyncToolServer, ServerConfig
     except ImportError as error:
         print(f"error: verl-tool is not installed ({error}); "
-              "install the environment with `bash launch/install.sh` (see README)",
+              "install the environment with `bash launch/install.sh` (see launch/README.md)",
               file=sys.stderr)
         return 2
     config = ServerConfig(host=args.host, port=args.port, workers_per_tool=args.workers_per_tool,

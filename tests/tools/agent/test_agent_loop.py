@@ -31,8 +31,8 @@ from tests.fixtures.tool_world import settings_dict
 from tools.agent.loop import (
     TIMING_KEYS,
     AgentLoop,
-    AgentQuestion,
     Generation,
+    PromptRow,
     QuestionFailed,
     action_text,
     clue_segments,
@@ -49,6 +49,13 @@ from tools.environment.vlm_client import Completion, VLMClient, VLMEndpoint
 
 # The tool-call budget the demo questions are played with (the demo scripts need at most 4 calls).
 MAX_TURNS = 15
+
+
+def generation_of(**fields) -> Generation:
+    """A Generation with the stages' neutral values (top_p 1, both stop settings on, a minute a question)."""
+    return Generation(**{"top_p": 1.0, "send_stop": True, "vllm_stop": True, "question_timeout_s": 60.0, **fields})
+
+
 STOPS = ["</tool>", "</answer>"]
 LOOK = "<think>Look at the first medium segment.</think><tool>get_caption((1, 1))</tool>"
 
@@ -94,7 +101,7 @@ def question_spec(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def questions(demo_root: Path) -> list[AgentQuestion]:
+def questions(demo_root: Path) -> list[PromptRow]:
     """Every demo question as the agent plays it, none rejected."""
     played, rejected = load_questions(question_spec(demo_root), MAX_TURNS)
     assert rejected == []
@@ -117,7 +124,7 @@ def rl_prompts(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 @pytest.fixture(scope="module")
-def question(questions: list[AgentQuestion]) -> AgentQuestion:
+def question(questions: list[PromptRow]) -> PromptRow:
     """One demo question: width 4, 1024 s, ground truth D, its clue in low segment (1, 3, 2)."""
     first = questions[0]
     assert (first.id, first.extra_info["width"], first.ground_truth) == ("demo_video_0-1-3-2", 4, "D")
@@ -149,7 +156,7 @@ def bodies(server: FakeVLM) -> list[dict]:
 class Played:
     """One question played by the agent loop: the trajectory, every request body and every reply sent."""
 
-    question: AgentQuestion
+    question: PromptRow
     trajectory: Trajectory
     requests: list[dict]
     replies: list[str]
@@ -171,32 +178,32 @@ class Recorder:
         return text
 
 
-def play(question: AgentQuestion, reply: Callable[[dict], str] | str, settings: ToolSettings,
+def play(question: PromptRow, reply: Callable[[dict], str] | str, settings: ToolSettings,
          generation: Generation | None = None, hinted: bool = False,
          system_prompt: Callable[[dict], str] | None = None) -> Played:
     """Play `question` against a fresh loopback model server answering with `reply`."""
     recorder = Recorder(reply if callable(reply) else lambda body: reply)
     with FakeVLM(answer=recorder, model="policy") as server, model_client(server.base_url) as client:
-        loop = AgentLoop(NavigationEnv(settings), client, generation or Generation(max_turns=MAX_TURNS),
+        loop = AgentLoop(NavigationEnv(settings), client, generation or generation_of(max_turns=MAX_TURNS),
                          system_prompt)
         trajectory = loop.play(question, hinted=hinted)
         return Played(question, trajectory, bodies(server), recorder.replies)
 
 
-def scripted(question: AgentQuestion, *replies: str) -> ScriptedPolicy:
+def scripted(question: PromptRow, *replies: str) -> ScriptedPolicy:
     """A policy that answers `question`'s requests with `replies` in order (and fails past their end)."""
     return ScriptedPolicy({question.extra_info["question"]: list(replies)})
 
 
 @pytest.fixture(scope="module")
-def demo_played(demo_root: Path, questions: list[AgentQuestion], settings: ToolSettings) -> list[Played]:
+def demo_played(demo_root: Path, questions: list[PromptRow], settings: ToolSettings) -> list[Played]:
     """Every demo question played with its scripted, correct turns, one after another over one loop."""
     policy = ScriptedPolicy.from_trajectories(demo_root / "trajectories.jsonl")
     assert len(policy.scripts) == len(questions), "two demo questions share a text; the policy cannot tell them apart"
     recorder = Recorder(policy)
     results = []
     with FakeVLM(answer=recorder, model="policy") as server, model_client(server.base_url) as client:
-        loop = AgentLoop(NavigationEnv(settings), client, Generation(max_turns=MAX_TURNS))
+        loop = AgentLoop(NavigationEnv(settings), client, generation_of(max_turns=MAX_TURNS))
         for item in questions:
             before, replied = len(server.chat_requests()), len(recorder.replies)
             trajectory = loop.play(item)
@@ -319,9 +326,9 @@ def test_final_request_renders_the_rollout_token_ids(demo_played: list[Played], 
 # 2. The turn limit.
 
 
-def test_turn_limit_without_an_answer(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_turn_limit_without_an_answer(question: PromptRow, settings: ToolSettings) -> None:
     """max_turns=2 and a policy that only reads captions: 3 requests, 2 served turns, a 3rd no tool sees."""
-    played = play(question, LOOK, settings, Generation(max_turns=2))
+    played = play(question, LOOK, settings, generation_of(max_turns=2))
     assert len(played.requests) == 3
     assert [len(body["messages"]) for body in played.requests] == [2, 4, 6]
     turns = played.trajectory.turns
@@ -335,11 +342,11 @@ def test_turn_limit_without_an_answer(question: AgentQuestion, settings: ToolSet
 
 
 @pytest.mark.parametrize(("letter", "correct"), [("D", True), ("B", False)])
-def test_turn_limit_answer_on_the_last_generation(question: AgentQuestion, settings: ToolSettings, letter: str,
+def test_turn_limit_answer_on_the_last_generation(question: PromptRow, settings: ToolSettings, letter: str,
                                                   correct: bool) -> None:
     """An answer in the (max_turns+1)-th generation is recorded as valid, and scored against the ground truth."""
     answer = f"<think>Enough.</think><answer>{letter}</answer>"
-    played = play(question, scripted(question, LOOK, LOOK, answer), settings, Generation(max_turns=2))
+    played = play(question, scripted(question, LOOK, LOOK, answer), settings, generation_of(max_turns=2))
     assert len(played.requests) == 3
     last = played.trajectory.turns[-1]
     assert (last.model, last.observation, last.valid) == (answer, "", True)
@@ -347,9 +354,9 @@ def test_turn_limit_answer_on_the_last_generation(question: AgentQuestion, setti
     assert (played.trajectory.answer, played.trajectory.correct) == (letter, correct)
 
 
-def test_turn_limit_zero_allows_only_an_answer(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_turn_limit_zero_allows_only_an_answer(question: PromptRow, settings: ToolSettings) -> None:
     """max_turns=0: one generation, never sent to the tool."""
-    played = play(question, LOOK, settings, Generation(max_turns=0))
+    played = play(question, LOOK, settings, generation_of(max_turns=0))
     assert len(played.requests) == 1
     assert [(turn.observation, turn.valid) for turn in played.trajectory.turns] == [("", False)]
 
@@ -363,7 +370,7 @@ def test_turn_limit_zero_allows_only_an_answer(question: AgentQuestion, settings
     ("<think>Hm.</think><tool>video_qa((1, 1, 1), \"what?\")</tool>", "only allowed after reading its caption"),
     ("<think>Hm.</think><tool>look_around()</tool>", ""),
 ])
-def test_invalid_action_is_explained_and_the_episode_goes_on(question: AgentQuestion, settings: ToolSettings,
+def test_invalid_action_is_explained_and_the_episode_goes_on(question: PromptRow, settings: ToolSettings,
                                                              bad_turn: str, reason: str) -> None:
     """An unreadable or refused action gets the tool's 'Invalid action:' observation and the next turn is asked."""
     played = play(question, scripted(question, bad_turn, "<think>Then D.</think><answer>D</answer>"), settings)
@@ -381,7 +388,7 @@ def test_invalid_action_is_explained_and_the_episode_goes_on(question: AgentQues
 
 
 @pytest.mark.parametrize("reply", ["<think>I cannot tell.</think>", "The answer is D.", ""])
-def test_eos_without_an_action_ends_the_episode(question: AgentQuestion, settings: ToolSettings, reply: str) -> None:
+def test_eos_without_an_action_ends_the_episode(question: PromptRow, settings: ToolSettings, reply: str) -> None:
     """A reply with no action tag (finish_reason stop) is the last turn: no observation, no answer."""
     played = play(question, reply, settings)
     assert len(played.requests) == 1
@@ -406,12 +413,12 @@ class StubClient:
 
 
 @pytest.mark.parametrize("finish_reason", ["length", None])
-def test_cut_off_reply_ends_the_episode_unserved(question: AgentQuestion, settings: ToolSettings,
+def test_cut_off_reply_ends_the_episode_unserved(question: PromptRow, settings: ToolSettings,
                                                  finish_reason: str | None) -> None:
     """A reply cut off inside a tool block (finish_reason not stop) is never completed nor sent to the tool."""
     text = "<think>Look.</think><tool>get_caption((1, 1))"
     client = StubClient(Completion(text, finish_reason, 3, 4))
-    trajectory = AgentLoop(NavigationEnv(settings), client, Generation(max_turns=3)).play(question)
+    trajectory = AgentLoop(NavigationEnv(settings), client, generation_of(max_turns=3)).play(question)
     assert len(client.asked) == 1
     (turn,) = trajectory.turns
     assert (turn.model, turn.observation, turn.valid) == (text, "", False)
@@ -452,11 +459,11 @@ def test_action_text(text: str, finish_reason: str | None, expected: tuple[str, 
 
 
 @pytest.mark.parametrize(("generation", "expected"), [
-    pytest.param(Generation(max_turns=1), {"top_p": 1.0, "stop": STOPS,
+    pytest.param(generation_of(max_turns=1), {"top_p": 1.0, "stop": STOPS,
                                            "extra_body": {"include_stop_str_in_output": True}}, id="vllm"),
-    pytest.param(Generation(max_turns=1, send_stop=False, vllm_stop=False), {"top_p": 1.0}, id="neither"),
-    pytest.param(Generation(max_turns=1, vllm_stop=False, top_p=0.9), {"top_p": 0.9, "stop": STOPS}, id="stop-only"),
-    pytest.param(Generation(max_turns=1, send_stop=False, extra_body={"reasoning_effort": "high"}),
+    pytest.param(generation_of(max_turns=1, send_stop=False, vllm_stop=False), {"top_p": 1.0}, id="neither"),
+    pytest.param(generation_of(max_turns=1, vllm_stop=False, top_p=0.9), {"top_p": 0.9, "stop": STOPS}, id="stop-only"),
+    pytest.param(generation_of(max_turns=1, send_stop=False, extra_body={"reasoning_effort": "high"}),
                  {"top_p": 1.0, "extra_body": {"reasoning_effort": "high", "include_stop_str_in_output": True}},
                  id="extra-body"),
 ])
@@ -468,14 +475,14 @@ def test_generation_request(generation: Generation, expected: dict) -> None:
 
 
 @pytest.mark.parametrize(("generation", "fields"), [
-    pytest.param(Generation(max_turns=1), {"stop": STOPS, "include_stop_str_in_output": True, "top_p": 1.0},
+    pytest.param(generation_of(max_turns=1), {"stop": STOPS, "include_stop_str_in_output": True, "top_p": 1.0},
                  id="vllm"),
-    pytest.param(Generation(max_turns=1, send_stop=False, vllm_stop=False, top_p=0.5), {"top_p": 0.5},
+    pytest.param(generation_of(max_turns=1, send_stop=False, vllm_stop=False, top_p=0.5), {"top_p": 0.5},
                  id="neither"),
-    pytest.param(Generation(max_turns=1, send_stop=False, extra_body={"reasoning_effort": "high"}),
+    pytest.param(generation_of(max_turns=1, send_stop=False, extra_body={"reasoning_effort": "high"}),
                  {"reasoning_effort": "high", "include_stop_str_in_output": True, "top_p": 1.0}, id="extra-body"),
 ])
-def test_stop_fields_reach_the_server(question: AgentQuestion, settings: ToolSettings, generation: Generation,
+def test_stop_fields_reach_the_server(question: PromptRow, settings: ToolSettings, generation: Generation,
                                       fields: dict) -> None:
     """Every request body the server received carries exactly the configured stop fields."""
     played = play(question, scripted(question, LOOK, "<think>So.</think><answer>D</answer>"), settings, generation)
@@ -487,7 +494,7 @@ def test_stop_fields_reach_the_server(question: AgentQuestion, settings: ToolSet
 
 
 # An endpoint that may drop the stop string (no vLLM extension): a dropped close tag is restored.
-DROPS_STOP = Generation(max_turns=MAX_TURNS, vllm_stop=False)
+DROPS_STOP = generation_of(max_turns=MAX_TURNS, vllm_stop=False)
 
 
 @pytest.mark.parametrize(("reply", "generation", "kept", "served"), [
@@ -496,7 +503,7 @@ DROPS_STOP = Generation(max_turns=MAX_TURNS, vllm_stop=False)
     pytest.param("<think>D it is.</think><answer>D", DROPS_STOP, "<think>D it is.</think><answer>D</answer>", False,
                  id="answer-restored"),
 ])
-def test_loop_keeps_the_turn_as_the_rollout_does(question: AgentQuestion, settings: ToolSettings, reply: str,
+def test_loop_keeps_the_turn_as_the_rollout_does(question: PromptRow, settings: ToolSettings, reply: str,
                                                  generation: Generation | None, kept: str, served: bool) -> None:
     """A reply running past </tool> is cut there, a dropped close tag restored; the next request shows the kept turn."""
     played = play(question, scripted(question, reply, "<think>So.</think><answer>D</answer>"), settings, generation)
@@ -512,7 +519,7 @@ def test_loop_keeps_the_turn_as_the_rollout_does(question: AgentQuestion, settin
     assert (played.trajectory.answer, played.trajectory.correct) == ("D", True)
 
 
-def test_vllm_reply_ending_inside_a_block_is_not_an_action(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_vllm_reply_ending_inside_a_block_is_not_an_action(question: PromptRow, settings: ToolSettings) -> None:
     """With vLLM keeping stop strings, an open answer block means the model ended there: unanswered, as RL scores it."""
     played = play(question, scripted(question, "<think>D it is.</think><answer>D"), settings)
     [turn] = played.trajectory.turns
@@ -563,17 +570,17 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-def fail_with(question: AgentQuestion, settings: ToolSettings, base_url: str, **overrides: Any) -> QuestionFailed:
+def fail_with(question: PromptRow, settings: ToolSettings, base_url: str, **overrides: Any) -> QuestionFailed:
     """The QuestionFailed raised when `question` is played against `base_url`; the env holds no state after."""
     env = NavigationEnv(settings)
     with model_client(base_url, **overrides) as client:
         with pytest.raises(QuestionFailed) as caught:
-            AgentLoop(env, client, Generation(max_turns=3)).play(question)
+            AgentLoop(env, client, generation_of(max_turns=3)).play(question)
     assert env.active_trajectories() == []
     return caught.value
 
 
-def test_stalled_server_is_a_timeout(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_stalled_server_is_a_timeout(question: PromptRow, settings: ToolSettings) -> None:
     """A server that never answers within the endpoint's timeout fails the question with kind 'timeout'."""
     with FakeVLM(answer=LOOK) as server:
         server.stall(10)
@@ -582,7 +589,7 @@ def test_stalled_server_is_a_timeout(question: AgentQuestion, settings: ToolSett
     assert "did not answer within 0.3 s" in str(failed)
 
 
-def test_refused_connection_is_a_connection_failure(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_refused_connection_is_a_connection_failure(question: PromptRow, settings: ToolSettings) -> None:
     """A port nothing listens on fails the question with kind 'connection', after the allowed retry."""
     url = closed_port_url()
     failed = fail_with(question, settings, url, max_retries=1, timeout_s=2.0)
@@ -591,7 +598,7 @@ def test_refused_connection_is_a_connection_failure(question: AgentQuestion, set
 
 
 @pytest.mark.parametrize("body", [b"this is not JSON", b'{"foo": 1}', b'{"choices": []}'])
-def test_malformed_reply(question: AgentQuestion, settings: ToolSettings, body: bytes) -> None:
+def test_malformed_reply(question: PromptRow, settings: ToolSettings, body: bytes) -> None:
     """A 200 reply that is not a chat completion fails the question with kind 'malformed_reply'."""
     with raw_server(body) as url:
         failed = fail_with(question, settings, url, max_retries=1)
@@ -600,7 +607,7 @@ def test_malformed_reply(question: AgentQuestion, settings: ToolSettings, body: 
 
 
 @pytest.mark.parametrize(("status", "retries", "attempts"), [(400, 1, 1), (500, 0, 1), (503, 1, 2)])
-def test_http_error_after_a_served_turn(question: AgentQuestion, settings: ToolSettings, status: int, retries: int,
+def test_http_error_after_a_served_turn(question: PromptRow, settings: ToolSettings, status: int, retries: int,
                                         attempts: int) -> None:
     """An HTTP error on the second turn fails the question with kind 'http', one turn played, its state freed."""
     low = "<think>Read a leaf.</think><tool>get_caption((1, 3, 2))</tool>"
@@ -617,11 +624,11 @@ def test_http_error_after_a_served_turn(question: AgentQuestion, settings: ToolS
     assert f"HTTP {status}" in str(failed)
 
 
-def test_deadline_after_the_first_turn(question: AgentQuestion, settings: ToolSettings) -> None:
+def test_deadline_after_the_first_turn(question: PromptRow, settings: ToolSettings) -> None:
     """A question over its wall-clock budget fails with kind 'deadline' before the next generation is asked."""
     with FakeVLM(answer=LOOK) as server, model_client(server.base_url) as client:
         server.stall(0.2)
-        loop = AgentLoop(NavigationEnv(settings), client, Generation(max_turns=5, question_timeout_s=0.1))
+        loop = AgentLoop(NavigationEnv(settings), client, generation_of(max_turns=5, question_timeout_s=0.1))
         with pytest.raises(QuestionFailed) as caught:
             loop.play(question)
         assert len(server.chat_requests()) == 1
@@ -651,7 +658,7 @@ def test_clue_segments(width: int, duration: float, clues: list | None, segments
     assert hint_text(info) == (f"\nHint: the evidence is in the low segments {named}." if segments else "")
 
 
-def test_demo_hint_points_at_the_clue_leaf(questions: list[AgentQuestion]) -> None:
+def test_demo_hint_points_at_the_clue_leaf(questions: list[PromptRow]) -> None:
     """Each demo question's hint names its clue leaf alone, and never an option or a letter as the answer."""
     for item in questions:
         leaf = tuple(int(part) for part in item.id.split("-")[1:])
@@ -661,7 +668,7 @@ def test_demo_hint_points_at_the_clue_leaf(questions: list[AgentQuestion]) -> No
         assert not any(option in hint for option in item.extra_info["options"])
 
 
-def test_hinted_play_appends_the_hint_to_the_first_user_turn(question: AgentQuestion, settings: ToolSettings,
+def test_hinted_play_appends_the_hint_to_the_first_user_turn(question: PromptRow, settings: ToolSettings,
                                                              rl_prompts: dict[str, list[dict]]) -> None:
     """hinted=True: every request's first user turn is the RL one plus the hint; the question itself is unchanged."""
     original = json.loads(json.dumps(question.messages))
@@ -698,14 +705,14 @@ def test_unhinted_play_sends_no_hint(demo_played: list[Played], rl_prompts: dict
 # 9. A user system prompt.
 
 
-def test_system_prompt_file_replaces_the_system_message(question: AgentQuestion, settings: ToolSettings,
+def test_system_prompt_file_replaces_the_system_message(question: PromptRow, settings: ToolSettings,
                                                         rl_prompts: dict[str, list[dict]], tmp_path: Path) -> None:
     """system_prompt_from_file fills {width} and {max_turns}; it replaces the system message of every request."""
     path = tmp_path / "system.txt"
     path.write_text("Navigate a width-{width} tree; at most {max_turns} calls. Width again: {width}.")
     prompt = system_prompt_from_file(str(path), 7)
     played = play(question, scripted(question, LOOK, "<think>So.</think><answer>D</answer>"), settings,
-                  Generation(max_turns=7), system_prompt=prompt)
+                  generation_of(max_turns=7), system_prompt=prompt)
     assert len(played.requests) == 2
     for body in played.requests:
         assert body["messages"][0] == {"role": "system",
@@ -717,7 +724,7 @@ def test_system_prompt_file_replaces_the_system_message(question: AgentQuestion,
 # 10. Timings and tokens.
 
 
-def test_timings_and_tokens(demo_root: Path, questions: list[AgentQuestion]) -> None:
+def test_timings_and_tokens(demo_root: Path, questions: list[PromptRow]) -> None:
     """Timings split model, get_caption and video_qa seconds within the total; tokens sum the server's usage."""
     question = next(item for item in questions if item.id == "demo_video_0-1-3-2")
     policy = ScriptedPolicy.from_trajectories(demo_root / "trajectories.jsonl")
@@ -727,7 +734,7 @@ def test_timings_and_tokens(demo_root: Path, questions: list[AgentQuestion]) -> 
         recorder = Recorder(policy)
         with FakeVLM(answer=recorder, model="policy") as server, model_client(server.base_url) as client:
             server.stall(0.05)
-            trajectory = AgentLoop(NavigationEnv(settings), client, Generation(max_turns=MAX_TURNS)).play(question)
+            trajectory = AgentLoop(NavigationEnv(settings), client, generation_of(max_turns=MAX_TURNS)).play(question)
             sent = bodies(server)
     timings = trajectory.timings
     assert tuple(timings) == TIMING_KEYS

@@ -18,6 +18,7 @@ import pytest
 from tools.agent import eval_report
 from tools.agent.eval_report import location_f1, markdown, question_metrics, summarize, summary_lines, write_report
 from tools.environment.actions import parse_turn
+from tools.environment.prompts import tool_failure_observation
 from tools.environment.trajectory import Trajectory, TrajectoryError, TrajectoryTurn, write_trajectories
 
 WIDTH, DURATION = 2, 80.0
@@ -257,6 +258,16 @@ def test_stored_valid_flag_drives_the_call_counts() -> None:
     row = question_metrics(trajectory("q", [step("get_caption((1, 1, 2))", valid=False), step(answer="A")],
                                       clues=[(10, 20)]))
     assert (row["tool_calls"], row["get_caption_calls"], row["invalid_turns"], row["visited"]) == (1, 0, 1, [])
+    assert row["location_f1"] == 1.0
+
+
+def test_a_failed_call_is_neither_visited_nor_invalid() -> None:
+    """A video_qa the tool failed to carry out counts as the reward counts it: a tool call, no visit, no mistake."""
+    failure = tool_failure_observation("the VLM at http://vlm:8000/v1 answered HTTP 500")
+    row = question_metrics(trajectory("q", [step("get_caption((1, 1, 2))"),
+                                            step('video_qa((1, 1, 2), "what?")', valid=False, observation=failure),
+                                            step(answer="A")], clues=[(10, 20)]))
+    assert (row["tool_calls"], row["video_qa_calls"], row["invalid_turns"], row["visited"]) == (2, 0, 0, [[1, 1, 2]])
     assert row["location_f1"] == 1.0
 
 

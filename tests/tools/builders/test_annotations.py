@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas
 import pytest
 
-from tools.builders.annotations import FORMATS, AnnotatedQuestion, AnnotationError, RejectedRow, read_annotations
+from tools.builders.annotations import (
+    FORMAT_NAMES,
+    AnnotationError,
+    BenchmarkQuestion,
+    RejectedRow,
+    read_annotations,
+    register_format,
+)
 
 CHOICES = ["apples", "candles", "a cat", "a dog"]
 LVBENCH_QUESTION = "What year appears on the sign?\n(A) 1636\n(B) 1366\n(C) 1363\n(D) 1633"
@@ -66,7 +73,7 @@ def write(directory: Path, name: str, rows: list) -> Path:
     return path
 
 
-CGBENCH_QUESTION = AnnotatedQuestion(
+CGBENCH_QUESTION = BenchmarkQuestion(
     row=1, question_id="42", video_uid="vid-1", question="What is on the table?", options=tuple(CHOICES), answer="C",
     clue_intervals=((1.5, 4.0), (10.0, 12.0)), duration=600.0, fps=30.0)
 
@@ -130,9 +137,9 @@ def test_videomme_reads_every_field(tmp_path: Path, name: str) -> None:
     assert rejected == []
     options = ("Apples.", "Candles.", "Berries.", "The three kinds are equal.")
     assert questions == [
-        AnnotatedQuestion(row=1, question_id="001-1", video_uid="fFjv93ACGo8", question="What is lit?",
+        BenchmarkQuestion(row=1, question_id="001-1", video_uid="fFjv93ACGo8", question="What is lit?",
                           options=options, answer="B", clue_intervals=(), duration=None, fps=None, length="medium"),
-        AnnotatedQuestion(row=2, question_id="002-1", video_uid="001", question="What is lit?",
+        BenchmarkQuestion(row=2, question_id="002-1", video_uid="001", question="What is lit?",
                           options=options, answer="D", clue_intervals=(), duration=None, fps=None, length="medium")]
 
 
@@ -148,12 +155,12 @@ def test_lvbench_reads_several_questions_per_video(tmp_path: Path, name: str) ->
     # LVBench's question_type is a list: each of its entries is a category of the question.
     kinds = ("key information retrieval",)
     assert questions == [
-        AnnotatedQuestion(row=1, question_id="1", video_uid="vid-9", question="What year appears on the sign?",
+        BenchmarkQuestion(row=1, question_id="1", video_uid="vid-9", question="What year appears on the sign?",
                           options=years, answer="D", clue_intervals=(), duration=None, fps=25.0, categories=kinds),
-        AnnotatedQuestion(row=1, question_id="vid-9-2", video_uid="vid-9", question="Who speaks first?",
+        BenchmarkQuestion(row=1, question_id="vid-9-2", video_uid="vid-9", question="Who speaks first?",
                           options=("the host", "a guest"), answer="B", clue_intervals=(), duration=None, fps=25.0,
                           categories=kinds),
-        AnnotatedQuestion(row=2, question_id="1", video_uid="vid-10", question="What year appears on the sign?",
+        BenchmarkQuestion(row=2, question_id="1", video_uid="vid-10", question="What year appears on the sign?",
                           options=years, answer="D", clue_intervals=(), duration=None, fps=None, categories=kinds)]
 
 
@@ -258,7 +265,7 @@ def test_long_bad_value_is_truncated_in_detail(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "content", "fmt", "phrases"), [
     ("absent.json", None, "cgbench", ["absent.json", "cannot read"]),
-    ("cg.json", "[]", "cgbench-v2", ["cg.json", "'cgbench-v2'", "cgbench, videomme, lvbench"]),
+    ("cg.json", "[]", "cgbench-v2", ["cg.json", "'cgbench-v2'", "registered: cgbench, lvbench, videomme"]),
     ("cg.json", '{"rows": []}', "cgbench", ["cg.json", "top level is a dict", "JSON list"]),
     ("cg.json", "[{]", "cgbench", ["cg.json", "not JSON"]),
     ("cg.parquet", "not parquet", "cgbench", ["cg.parquet", "cannot read"]),
@@ -286,7 +293,17 @@ def test_parquet_without_required_columns_raises(tmp_path: Path, fmt: str, rows:
     assert missing in str(raised.value) and f"{fmt}.parquet" in str(raised.value)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_every_format_reads_an_empty_file(tmp_path: Path, fmt: str) -> None:
     """Each listed format is accepted and an empty JSON list reads to no questions and no rejects."""
     assert read_annotations(write(tmp_path, "empty.json", []), fmt) == ([], [])
+
+
+def test_formats_are_one_registry() -> None:
+    """FORMAT_NAMES lists the registered formats; a second format of a name is refused, an unknown one listed."""
+    assert FORMAT_NAMES == ("cgbench", "videomme", "lvbench")
+    with pytest.raises(ValueError, match="'cgbench' is already registered .by _cgbench"):
+        register_format("cgbench", ("question",))(lambda record, row: [])
+    with pytest.raises(AnnotationError, match="x.json: unknown annotation format 'mvbench'; registered: cgbench, "
+                                              "lvbench, videomme"):
+        read_annotations("x.json", "mvbench")

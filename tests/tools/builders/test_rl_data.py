@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from launch.cli import main as cli_main
 from launch.compose import compose_config
 from launch.stages.datasets import DatasetConfigError, rl_data_settings
-from rewards.question import plain_data
 from tests.conftest import dry_run_in_fresh_interpreter, launch
 from tests.fixtures.tool_world import caption_tree_data
 from tools.builders import rl_data
@@ -35,6 +34,7 @@ from tools.demo import world as demo_world
 from tools.demo.synthetic_video import encode_test_video
 from tools.environment import prompts
 from tools.environment.caption_tree import load_caption_tree
+from tools.environment.plain_data import plain_data
 
 EXTRA_INFO_KEYS = {"index", "split", "data_source", "question_id", "video_uid", "question", "options",
                    "clue_intervals", "width", "duration", "fps"}
@@ -509,16 +509,16 @@ def test_caption_dir_defaults_to_the_tool_folder(demo: Path, tmp_path: Path, sta
     [
         ({}, "rl_data.annotations: missing; set rl_data.annotations=..."),
         ({"rl_data.annotations": "{missing}"}, "rl_data.annotations={missing}: no such file"),
-        ({"rl_data.format": "bogus"}, "rl_data.format='bogus': expected one of cgbench, videomme, lvbench"),
-        ({"rl_data.val_fraction": 1.5}, "rl_data.val_fraction=1.5: expected a number from 0 to 1"),
-        ({"rl_data.val_fraction": -0.1}, "rl_data.val_fraction=-0.1: expected a number from 0 to 1"),
-        ({"rl_data.val_fraction": True}, "rl_data.val_fraction=True: expected a number from 0 to 1"),
+        ({"rl_data.format": "bogus"}, "rl_data.format='bogus' is not one of: cgbench, videomme, lvbench"),
+        ({"rl_data.val_fraction": 1.5}, "rl_data.val_fraction=1.5 must be in [0, 1]"),
+        ({"rl_data.val_fraction": -0.1}, "rl_data.val_fraction=-0.1 must be in [0, 1]"),
+        ({"rl_data.val_fraction": True}, "rl_data.val_fraction=True: Value 'True' of type 'bool' could not be"),
         ({"rl_data.caption_dir": "{missing}"}, "rl_data.caption_dir={missing}: no such folder"),
         ({"rl_data.caption_dir": None, "tool.default.caption_dir": "{missing}"},
          "or tool.default.caption_dir)={missing}: no such folder"),
         ({"rl_data.video_dir": "{missing}"}, "rl_data.video_dir={missing}: no such folder"),
         ({"rl_data.data_source": "a b"}, "rl_data.data_source='a b': expected a name"),
-        ({"agent.max_turns": 0}, "agent.max_turns=0: expected a positive integer"),
+        ({"agent.max_turns": 0}, "agent.max_turns=0 must be > 0"),
     ],
 )
 def test_bad_stage_settings_name_the_key(demo: Path, tmp_path: Path, stage_config: DictConfig,
@@ -538,7 +538,7 @@ def test_bad_stage_settings_name_the_key(demo: Path, tmp_path: Path, stage_confi
     [
         ([], "rl_data.annotations: missing; set rl_data.annotations=..."),
         (["rl_data.annotations={annotations}", "rl_data.format=bogus"],
-         "rl_data.format='bogus': expected one of cgbench, videomme, lvbench"),
+         "rl_data.format='bogus' is not one of: cgbench, videomme, lvbench"),
         (["rl_data.annotations={annotations}", "rl_data.dataset=a/b"], "dataset 'a/b' is not a valid directory name"),
     ],
 )

@@ -19,10 +19,10 @@ from tools.environment.actions import (
     ParseError,
     Turn,
     VideoQA,
-    answer_letter,
     parse_call,
     parse_turn,
 )
+from tools.environment.answers import answer_option, letter_form
 
 FAST = settings(deadline=None, max_examples=200)
 
@@ -212,9 +212,18 @@ def test_missing_think_leaves_no_thought() -> None:
 ], ids=["bare", "dot", "parens", "brackets", "spaces", "dot-text", "paren-text", "Option", "option-lower",
         "Answer-colon", "the-answer-is-colon", "The-answer-is", "text-only", "two-letters", "lowercase", "empty",
         "paren-word", "sentence", "letter-then-word", "comma-text"])
-def test_answer_letter(text: str, letter: str | None) -> None:
+def test_letter_form(text: str, letter: str | None) -> None:
     """The option letter is read from the usual answer spellings, and None when there is no single letter."""
-    assert answer_letter(text) == letter
+    assert letter_form(text) == letter
+
+
+@pytest.mark.parametrize("text", ["B", "(C)", "Answer: B or C", "A and B", "Answer: (A), (C)", "a dog", "Z",
+                                  "I think B"])
+def test_stored_letter_is_the_readers_reading(text: str) -> None:
+    """Answer.letter, written into every trajectory, is answers.answer_option's reading (without the options)."""
+    turn = parse_turn(f"<think>t</think><answer>{text}</answer>")
+    assert turn.action.letter == answer_option(text)
+    assert parse_turn("<think>t</think><answer>Answer: B or C</answer>").action.letter is None
 
 
 IDS = st.tuples(st.integers(1, 8), st.integers(1, 8)) | st.tuples(st.integers(1, 8), st.integers(1, 8),
