@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
-from launch.compose import CONFIG_DIR, group_options, recipe_names
+from launch.compose import CONFIG_DIR, RECIPE_DIR, compose_config, group_options, recipe_names
 from launch.stages import STAGES
 from tests.launch.test_cli import run_main
 
@@ -98,3 +99,43 @@ def test_a_bad_key_fails_naming_it(stage: str, override: str, named: str, inputs
 def test_every_group_has_a_reader() -> None:
     """Each config group is validated by some stage, so no folder of configs/ escapes the schemas."""
     assert {group: group_reader(group) for group in config_groups()}
+
+
+def recipe_leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """Every (dotted key, raw value) a recipe file sets, interpolations left as written."""
+    found = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            found += recipe_leaves(value, f"{prefix}{key}.")
+        else:
+            found.append((f"{prefix}{key}", value))
+    return found
+
+
+def restated_defaults(recipe_file: Path) -> list[str]:
+    """The keys `recipe_file` sets to exactly the value configs/ already gives them."""
+    base = compose_config("sft", [], needs_recipe=False).config
+    raw = OmegaConf.to_container(OmegaConf.load(recipe_file), resolve=False)
+    restated = []
+    for key, value in recipe_leaves(raw):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and leaf in node:
+            if OmegaConf.to_container(node, resolve=False)[leaf] == value:
+                restated.append(key)
+    return restated
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_a_recipe_states_only_what_differs(recipe: str) -> None:
+    """No recipe repeats a default of configs/: a recipe reads as its difference from the defaults."""
+    assert restated_defaults(RECIPE_DIR / f"{recipe}.yaml") == []
+
+
+def test_a_restated_default_is_found(tmp_path: Path) -> None:
+    """A recipe that sets a key to its default, literally or as the same interpolation, is caught."""
+    recipe = tmp_path / "restating.yaml"
+    recipe.write_text("sft:\n  finetuning_type: full\n  cutoff_len: 7\nchat:\n  template: qwen\n")
+    base_template = compose_config("sft", [], needs_recipe=False).config.chat.template
+    expected = ["sft.finetuning_type"] + (["chat.template"] if base_template == "qwen" else [])
+    assert restated_defaults(recipe) == expected
