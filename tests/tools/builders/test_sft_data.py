@@ -21,7 +21,7 @@ from unittest import mock
 import pytest
 
 from launch.cli import main as launch_main
-from tests.conftest import DEMO_MAX_TURNS, dry_run_in_fresh_interpreter, launch
+from tests.conftest import CHAT_TEMPLATE, DEMO_MAX_TURNS, dry_run_in_fresh_interpreter, launch
 from tools.builders.sft_checks import REASONS, Checks, check_trajectory
 from tools.builders.sft_data import SFTDataSettings, build
 from tools.builders.sft_format import dataset_info
@@ -356,13 +356,13 @@ def test_tokens_are_counted_with_the_chat_template(tiny_cache: Path, demo_root: 
     tokenizer_path = tiny_cache / "models" / "tiny-qwen3"
     output = tmp_path / "out"
     settings = settings_for(demo_root, write_jsonl(tmp_path / "two.jsonl", demo_lines[:2]),
-                            tokenizer=str(tokenizer_path), cutoff_len=200)
+                            tokenizer=str(tokenizer_path), chat_template=CHAT_TEMPLATE, cutoff_len=200)
     report = build(settings, output).to_dict()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     samples = json.loads((output / "sft.json").read_text())
     counts = [len(tokenizer.apply_chat_template(
         [{"role": CHAT_ROLES[m["from"]], "content": m["value"]} for m in sample["messages"]],
-        chat_template=jinja_template("qwen3_nothink"), return_dict=False)) for sample in samples]
+        chat_template=jinja_template(CHAT_TEMPLATE), return_dict=False)) for sample in samples]
     assert report["tokens_per_sample"]["min"] == min(counts) and report["tokens_per_sample"]["max"] == max(counts)
     assert report["tokens_total"] == sum(counts)
     assert report["cutoff_len"] == 200 and report["over_cutoff_len"] == sum(c > 200 for c in counts) > 0
