@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +19,13 @@ from omegaconf import DictConfig
 from launch.compose import ConfigError
 from launch.plan import FileSpec, Plan, Resources, Step
 from launch.schema import typed_section
-from tools.builders.caption_settings import CaptionSettingsError, check_settings
+from tools.builders.caption_settings import CaptionsConfig, CaptionSettingsError, check_settings
 
 SETTINGS_FILE = "captions/settings.json"
 
 
 class CaptionsConfigError(ConfigError):
     """The `captions` settings are missing a value or hold a wrong one; the message names the key."""
-
-
-@dataclass
-class CaptionsConfig:
-    """The `captions` section (configs/captions/default.yaml), typed; its values are checked by the builder's check."""
-
-    dataset: str
-    video_dir: str
-    output_dir: str
-    subtitle_dir: str | None
-    video_extensions: list[str]
-    frames_per_level: dict[str, int]
-    max_side: dict[str, int]
-    words_per_level: dict[str, int]
-    min_width: int
-    max_width: int
-    workers: int
-    jpeg_quality: int
-    vlm: dict[str, Any]
 
 
 def captions_settings(config: DictConfig) -> dict[str, Any]:

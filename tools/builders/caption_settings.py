@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from tools.environment.geometry import LEVEL_NAMES
@@ -17,9 +18,30 @@ from tools.environment.vlm_endpoint import VLMEndpoint
 REQUIRED_PATHS = ("video_dir", "output_dir")
 PER_LEVEL_KEYS = ("frames_per_level", "max_side", "words_per_level")
 POSITIVE_INT_KEYS = ("min_width", "max_width", "workers")
-SETTING_KEYS = ("dataset", "video_dir", "output_dir", "subtitle_dir", "video_extensions", *PER_LEVEL_KEYS,
-                *POSITIVE_INT_KEYS, "jpeg_quality", "vlm")
 DATASET_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass
+class CaptionsConfig:
+    """The keys of the settings file and their types (the `captions` section); `check_settings` checks the values."""
+
+    dataset: str
+    video_dir: str
+    output_dir: str
+    subtitle_dir: str | None
+    video_extensions: list[str]
+    frames_per_level: dict[str, int]
+    max_side: dict[str, int]
+    words_per_level: dict[str, int]
+    min_width: int
+    max_width: int
+    workers: int
+    jpeg_quality: int
+    vlm: dict[str, Any]
+
+
+# Exactly the schema's keys, in its order.
+SETTING_KEYS = tuple(field.name for field in fields(CaptionsConfig))
 
 
 class CaptionSettingsError(ValueError):
