@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig
 
 from launch import slurm
 from launch.compose import ConfigError, compose_config, expand_sweep, recipe_names, to_container
 from launch.local import LocalExecutor
+from launch.plan import Plan
 from launch.rundir import (
+    CONFIG_FILE,
+    RunClaim,
     RunDirError,
+    check_run_root,
     claim_run_dir,
     config_changes,
     create_new_dir,
+    fault_point,
     new_run_name,
     redact_secrets,
     run_dir_for,
@@ -109,6 +116,21 @@ def parse_argv(argv: list[str]) -> Invocation | None:
     return invocation
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while the launcher itself (not the executor) was working.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
 @dataclass
 class LocalLauncher:
     """`configs/launcher/local.yaml`, typed: this node only."""
@@ -163,15 +185,38 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
     if not resume and run_dir.exists():
         raise RunDirError(f"run directory {run_dir} already exists; choose another name=, "
                           "or add resume=true to continue that run")
-    attempt = claim_run_dir(run_dir, resume)
-    if resume:
-        old = yaml.safe_load((run_dir / "config.yaml").read_text())
-        for change in config_changes(old, redact_secrets(resolved)):
+    check_run_root(config.run_root)
+    claim = claim_run_dir(run_dir, resume, "submit" if on_slurm else "launch",
+                          check_busy=slurm.refuse_if_job_active if on_slurm and resume else None)
+    try:
+        return _run_claimed(claim, stage, name, group, plan, config, resolved, python)
+    except Interrupted:
+        print(f"[launch] interrupted before attempt {claim.attempt} of {run_dir} started its Plan; continue the run "
+              f"with resume=true name={name}", file=sys.stderr)
+        raise
+    finally:
+        claim.lock.release()
+
+
+def _run_claimed(claim: RunClaim, stage: str, name: str, group: str, plan: Plan, config: DictConfig,
+                 resolved: dict, python: str) -> int:
+    """Write the claimed attempt's config and provenance, then run its Plan here or submit it to Slurm."""
+    run_dir, attempt = Path(plan.run_dir), claim.attempt
+    fault_point("claim")
+    if attempt > 0 and claim.original is None:
+        print(f"[launch] resume: {run_dir / CONFIG_FILE} is missing or empty (the first attempt was interrupted "
+              "while claiming the run); this attempt's config becomes the run's config")
+        write_config(run_dir, resolved, 0)
+    elif attempt > 0:
+        for change in config_changes(claim.original, redact_secrets(resolved)):
             print(f"[launch] resume: config differs from the original run: {change}")
     write_config(run_dir, resolved, attempt)
+    fault_point("provenance")
     write_provenance(run_dir, attempt, int(config.seed), PROJECT_ROOT)
-    if on_slurm:
+    if config.launcher.name == "slurm":
         job_id, script, log = slurm.submit_plan(plan, config, f"{group}/{name}", python, attempt)
+        # The job takes the run's lock when it starts, which it can only once this submitter let go.
+        claim.lock.release()
         print(f"[launch] submitted {stage} run {name} (attempt {attempt}) as Slurm job {job_id}\n"
               f"[launch]   script: {script}\n[launch]   log:    {log}\n[launch]   run:    {run_dir}")
         return 0
@@ -194,6 +239,7 @@ def run_sweep(invocation: Invocation) -> int:
         group = stage.run_group(composed.config, composed.recipe)
         sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, group, sweep_name)
         if not invocation.dry_run:
+            check_run_root(composed.config.run_root)
             if sweep_dir not in claimed and not composed.config.resume:
                 # The sweep's directory is new, like a run's: an existing sweep is never overwritten.
                 create_new_dir(sweep_dir)
@@ -219,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in UTILITIES:
         return run_utility(argv[0], argv[1:])
+    # Until the executor installs its own handlers, SIGINT and SIGTERM end the launch through `Interrupted`.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         invocation = parse_argv(argv)
         if invocation is None:
@@ -230,3 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError, SFTConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as interrupt:
+        print(f"error: interrupted by signal {interrupt.signum}", file=sys.stderr)
+        return 128 + interrupt.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

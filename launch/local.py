@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from launch.plan import Plan, Service, Step, resolve_placeholders
-from launch.rundir import mark_done
+from launch.rundir import fault_point, mark_done
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 # Seconds a process group gets between SIGTERM and SIGKILL.
@@ -243,12 +243,21 @@ class LocalExecutor:
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             if prepare:
+                self._enter("files")
                 self.write_files()
-            for service in self.plan.services if main else []:
-                self.start_service(service)
-            for step in [*(self.plan.before if prepare else []), *([self.plan.main] if main else []),
-                         *(self.plan.after if finish else [])]:
+            if main:
+                self._enter("services")
+                for service in self.plan.services:
+                    self.start_service(service)
+            for step in self.plan.before if prepare else []:
                 self.run_step(step)
+            if main:
+                self._enter("main")
+                self.run_step(self.plan.main)
+            if finish:
+                self._enter("after")
+                for step in self.plan.after:
+                    self.run_step(step)
         except PlanFailed as failure:
             self._print(f"[launch] FAILED: {failure}")
             self.record_exit(failure.exit_code)
@@ -262,6 +271,12 @@ class LocalExecutor:
             self.record_exit(0)
             self._print(f"[launch] finished: {self.run_dir}")
         return 0
+
+    def _enter(self, phase: str) -> None:
+        """Start a phase of the run (see rundir.FAULT_PHASES), unless a signal has asked to stop."""
+        fault_point(phase, lambda: self.stop_reason is not None)
+        if self.stop_reason:
+            raise PlanFailed(f"stopped before {phase}: {self.stop_reason}", self._stop_code())
 
     def record_exit(self, code: int) -> None:
         """Write this attempt's exit code, which `python -m launch status` reports."""

@@ -18,11 +18,14 @@ from pathlib import Path
 
 from launch.local import LocalExecutor, free_port
 from launch.plan import Plan
+from launch.rundir import RunDirError, acquire_run_lock
 
 HEAD_ADDR_VAR = "LONGVIDEO_R1_HEAD_ADDR"
 PORT_VAR = "LONGVIDEO_R1_PORT_{}"
 PARTS = {"run": (True, True, True), "prepare": (True, False, False), "main": (False, True, False),
          "finish": (False, False, True)}
+# Seconds a starting job waits for its submitter to let go of the run's lock.
+SUBMITTER_WAIT_S = 120.0
 
 
 class NodeError(RuntimeError):
@@ -71,8 +74,23 @@ def print_ports(keys: list[str]) -> None:
 
 
 def run_part(part: str, plan_path: Path, attempt: int) -> int:
-    """Run a part of the submitted Plan on this node; returns its exit code."""
+    """Run a part of the submitted Plan on this node; returns its exit code.
+
+    The part that starts the job (`run`, `prepare`) holds the run's lock while it runs, so the job fails
+    here if another attempt of the run is live; it waits only for its submitter to let go of the lock.
+    """
     plan = Plan.from_yaml(plan_path.read_text())
+    prepare, main, finish = PARTS[part]
+    if not prepare:
+        return _run_part(plan, part, attempt)
+    # The submitter created the run's directory; a Plan submitted by hand may name a new one.
+    Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
+    with acquire_run_lock(Path(plan.run_dir), attempt, "job", wait_s=SUBMITTER_WAIT_S, wait_for="submit"):
+        return _run_part(plan, part, attempt)
+
+
+def _run_part(plan: Plan, part: str, attempt: int) -> int:
+    """Run a part of `plan` through the local executor, with this node's rank and the job's head."""
     resolver = SlurmNodeResolver()
     rank = int(resolver("node_rank", None)) if part == "main" else 0
     prepare, main, finish = PARTS[part]
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_ray(args.address, args.nodes, args.gpus, args.timeout, starters=tuple(args.starters))
             return 0
         return run_part(args.part, args.plan, args.attempt)
-    except NodeError as error:
+    except (NodeError, RunDirError) as error:
         print(f"[launch] error: {error}", file=sys.stderr, flush=True)
         return 1
 

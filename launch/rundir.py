@@ -2,22 +2,38 @@
 
 A run directory holds the composed config (secrets removed), the rendered Plan and files, logs,
 provenance (git commit and diff, pip freeze, seed) and, on success only, a `DONE` marker.
+
+A live attempt holds the run's lock (`fcntl.flock` on `<run>/.lock`, which names the holder): a second
+launch or resume of the run is refused while it lives, and the kernel releases the lock when the
+holder dies, however it dies, so a later resume proceeds.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import os
 import re
 import secrets
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 DONE_MARKER = "DONE"
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+# Test hook: the launcher pauses at this phase (FAULT_PHASES) so a test can signal it there.
+FAULT_VAR = "LONGVIDEO_R1_FAULT_AT"
+# claim: right after the directory and its lock are taken, before config.yaml is written; the
+# others: at the start of that phase of the run.
+FAULT_PHASES = ("claim", "provenance", "files", "services", "main", "after")
+FAULT_PAUSE_S = 60.0
 # Config keys whose values are secrets: they are replaced before the config is written.
 SECRET_KEY = re.compile(r"(api_key|apikey|token|secret|password)$", re.IGNORECASE)
 REDACTED = "<redacted>"
@@ -47,9 +63,24 @@ def is_finished(run_dir: str | Path) -> bool:
     return (Path(run_dir) / DONE_MARKER).is_file()
 
 
+def check_run_root(root: str | Path) -> None:
+    """Refuse a `run_root` that is, or lies below, something other than a directory."""
+    path = Path(root).expanduser().absolute()
+    for ancestor in [path, *path.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                where = "" if ancestor == path else f" ({ancestor} is a file)"
+                raise RunDirError(f"run_root={root} is a file{where}; expected a directory")
+            return
+
+
 def create_new_dir(path: Path) -> None:
     """Create `path`, which must not exist yet (a run's or a sweep's directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        blocking = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise RunDirError(f"cannot create {path}: {blocking} is a file; expected a directory") from None
     try:
         # mkdir without exist_ok is atomic: two launches racing for one name cannot both win.
         path.mkdir()
@@ -59,20 +90,146 @@ def create_new_dir(path: Path) -> None:
         ) from None
 
 
-def claim_run_dir(run_dir: Path, resume: bool) -> int:
-    """Create `run_dir` for a new run, or reopen it for `resume`; returns the attempt number."""
+class RunLock:
+    """The run's lock, held through an open file: released by `release()` or by the holder's death."""
+
+    def __init__(self, run_dir: Path, fd: int):
+        self.run_dir = run_dir
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        """Release the lock (closing its file); a second call does nothing."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.release()
+
+
+def lock_fields(run_dir: Path) -> dict[str, str]:
+    """What the run's lock file records of its last holder (pid, host, attempt, role, since); empty if nothing."""
+    try:
+        lines = (run_dir / LOCK_FILE).read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def describe_holder(fields: dict[str, str]) -> str:
+    """The holder a lock file records, in words."""
+    if "pid" not in fields:
+        return "an attempt that has not recorded itself yet"
+    attempt = fields.get("attempt", "")
+    # A resume records its attempt number once it holds the lock and has read the attempts.
+    who = f"attempt {attempt}" if attempt.isdigit() else "a resume still numbering its attempt"
+    return (f"{who} ({fields.get('role', 'launch')}, pid {fields['pid']} on host {fields.get('host', '?')}, "
+            f"since {fields.get('since', '?')})")
+
+
+def acquire_run_lock(run_dir: Path, attempt: int | str, role: str = "launch", wait_s: float = 0.0,
+                     wait_for: str | None = None) -> RunLock:
+    """Take the run's lock for `attempt`, or RunDirError naming its holder.
+
+    With `wait_s`, wait that long for a holder whose role is `wait_for` (a submitter about to exit).
+    The file is opened close-on-exec, so the Plan's processes never hold the lock.
+    """
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline and lock_fields(run_dir).get("role") == wait_for:
+                time.sleep(0.2)
+                continue
+            holder = describe_holder(lock_fields(run_dir))
+            os.close(fd)
+            raise RunDirError(f"run {run_dir} is in use by {holder}; wait for it to end or stop it, "
+                              f"then resume with resume=true name={run_dir.name}") from None
+    _record_holder(fd, attempt, role)
+    return RunLock(run_dir, fd)
+
+
+def _record_holder(fd: int, attempt: int | str, role: str) -> None:
+    """Write who holds the lock into its file: pid, host, attempt, role and since when."""
+    since = _dt.datetime.now().isoformat(timespec="seconds")
+    record = f"pid={os.getpid()}\nhost={os.uname().nodename}\nattempt={attempt}\nrole={role}\nsince={since}\n"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record.encode(), 0)
+
+
+def read_run_config(run_dir: Path) -> dict | None:
+    """The run's `config.yaml`, or None when its claim was interrupted before it was written (missing or empty)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file() or not path.read_text().strip():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise RunDirError(f"{path} is not valid YAML ({detail}); it was not written by this launcher: move it "
+                          "away to resume with the new config, or choose another name=") from None
+    if not isinstance(config, dict):
+        raise RunDirError(f"{path} holds a {type(config).__name__}, expected the run's config (a mapping); move it "
+                          "away to resume with the new config, or choose another name=")
+    return config
+
+
+@dataclass
+class RunClaim:
+    """A claimed attempt of a run: its number, the lock it holds, and the run's original config on resume."""
+
+    attempt: int
+    lock: RunLock
+    # On resume: the run's config.yaml; None when an interrupted claim left none.
+    original: dict | None = None
+
+
+def claim_run_dir(run_dir: Path, resume: bool, role: str = "launch",
+                  check_busy: Callable[[Path], None] | None = None) -> RunClaim:
+    """Create `run_dir` for a new run, or reopen it for `resume`, holding its lock; returns the claim.
+
+    `check_busy(run_dir)` raises RunDirError when something else (a queued Slurm job) still runs the run;
+    a refused resume leaves the directory as it was.
+    """
     if resume:
         if not run_dir.is_dir():
             raise RunDirError(f"resume=true but there is no run to resume at {run_dir}")
-        if is_finished(run_dir):
-            raise RunDirError(f"run {run_dir} already finished ({DONE_MARKER} exists); nothing to resume")
-        attempts = sorted(int(p.name) for p in (run_dir / "attempts").glob("*") if p.name.isdigit())
-        attempt = (attempts[-1] + 1) if attempts else 1
-    else:
-        create_new_dir(run_dir)
-        attempt = 0
-    (run_dir / "attempts" / str(attempt)).mkdir(parents=True, exist_ok=False)
-    return attempt
+        lock = acquire_run_lock(run_dir, "", role)
+        try:
+            if is_finished(run_dir):
+                raise RunDirError(f"run {run_dir} already finished ({DONE_MARKER} exists); nothing to resume")
+            if check_busy is not None:
+                check_busy(run_dir)
+            original = read_run_config(run_dir)
+            attempts = sorted(int(p.name) for p in (run_dir / "attempts").glob("*") if p.name.isdigit())
+            attempt = (attempts[-1] + 1) if attempts else 1
+            (run_dir / "attempts" / str(attempt)).mkdir(parents=True, exist_ok=False)
+        except BaseException:
+            lock.release()
+            raise
+        _record_holder(lock.fd, attempt, role)
+        return RunClaim(attempt, lock, original)
+    create_new_dir(run_dir)
+    lock = acquire_run_lock(run_dir, 0, role)
+    (run_dir / "attempts" / "0").mkdir(parents=True, exist_ok=False)
+    return RunClaim(0, lock)
+
+
+def fault_point(phase: str, stopped: Callable[[], bool] = lambda: False) -> None:
+    """Test hook: when $LONGVIDEO_R1_FAULT_AT names `phase`, print a marker and pause until `stopped()` or a while."""
+    if os.environ.get(FAULT_VAR) != phase:
+        return
+    print(f"[launch] fault point {phase}: pausing (pid {os.getpid()})", flush=True)
+    deadline = time.monotonic() + FAULT_PAUSE_S
+    while time.monotonic() < deadline and not stopped():
+        time.sleep(0.05)
 
 
 def redact_secrets(value: Any) -> Any:
@@ -86,10 +243,17 @@ def redact_secrets(value: Any) -> Any:
 
 def write_config(run_dir: Path, config: dict, attempt: int) -> Path:
     """Write the composed config (secrets removed); a resumed attempt gets its own file."""
-    name = "config.yaml" if attempt == 0 else f"attempts/{attempt}/config.yaml"
+    name = CONFIG_FILE if attempt == 0 else f"attempts/{attempt}/{CONFIG_FILE}"
     path = run_dir / name
-    path.write_text(yaml.safe_dump(redact_secrets(config), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(redact_secrets(config), sort_keys=False))
     return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: an interruption leaves the old file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -135,6 +299,4 @@ def write_provenance(run_dir: Path, attempt: int, seed: int | None, source_dir: 
 def mark_done(run_dir: Path, outputs: dict[str, str]) -> None:
     """Write the `DONE` marker with the run's outputs; only a successful run calls this."""
     body = {"finished_at": _dt.datetime.now().isoformat(timespec="seconds"), "outputs": outputs}
-    tmp = run_dir / f".{DONE_MARKER}.tmp"
-    tmp.write_text(yaml.safe_dump(body, sort_keys=False))
-    tmp.replace(run_dir / DONE_MARKER)
+    write_atomic(run_dir / DONE_MARKER, yaml.safe_dump(body, sort_keys=False))

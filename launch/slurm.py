@@ -27,6 +27,9 @@ SOURCE_PARTS = ("launch", "rewards", "tools", "configs", "recipes", "pyproject.t
 JOB_DIR = "slurm"
 PLAN_FILE = f"{JOB_DIR}/plan.yaml"
 JOBS_FILE = f"{JOB_DIR}/jobs.tsv"
+# Slurm job states of a job that has not ended yet.
+ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                 "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 
 
 class SlurmError(ConfigError):
@@ -215,6 +218,34 @@ def recorded_jobs(run_dir: Path) -> list[tuple[int, str, str]]:
         return []
     rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
     return [(int(attempt), job_id, script) for attempt, job_id, script in rows]
+
+
+def job_state(job_id: str) -> str | None:
+    """The job's state as `squeue` shows it (PENDING, RUNNING, ...), or None once Slurm no longer lists it."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SlurmError(f"cannot tell whether Slurm job {job_id} still runs: `squeue` is not on PATH; resume "
+                         "from a Slurm login node") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"cannot tell whether Slurm job {job_id} still runs: `squeue` did not answer in 60s") from None
+    if done.returncode != 0:
+        # Once a job has ended and been purged, squeue refuses its id.
+        if "Invalid job id" in done.stderr:
+            return None
+        raise SlurmError(f"cannot tell whether Slurm job {job_id} still runs: squeue exited {done.returncode}: "
+                         f"{done.stderr.strip()}")
+    states = done.stdout.split()
+    return states[0] if states else None
+
+
+def refuse_if_job_active(run_dir: Path) -> None:
+    """Refuse to resume a run while a job submitted for it is still pending or running."""
+    for attempt, job_id, _script in recorded_jobs(run_dir):
+        state = job_state(job_id)
+        if state in ACTIVE_STATES:
+            raise SlurmError(f"run {run_dir} is in use by attempt {attempt} (Slurm job {job_id}, {state}); wait for "
+                             f"it to end or `scancel {job_id}`, then resume with resume=true name={run_dir.name}")
 
 
 def job_name_for(settings: SlurmSettings, stage: str, run_name: str) -> str:

@@ -17,15 +17,12 @@ from pathlib import Path
 import yaml
 
 from launch.rundir import DONE_MARKER, is_finished
-from launch.slurm import recorded_jobs
+from launch.slurm import ACTIVE_STATES, recorded_jobs
 
 SWEEP_FILE = "sweep.yaml"
 # A field starts where a space is followed by `Key=`; Slurm's keys start with a capital letter and may hold
 # ':' or '/' (AllocNode:Sid, CPUs/Task). A value runs until the next such key, so it may hold spaces.
 FIELD_START = re.compile(r"(?:^| )([A-Z][A-Za-z0-9_:/]*)=")
-# Slurm job states of a job that has not ended yet.
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                 "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 
 
 @dataclass

@@ -62,7 +62,11 @@ def parquet_questions(path: Path, limit: int) -> tuple[list[AuditCase], int]:
     """Up to `limit` questions with clue intervals from an RL parquet, and how many rows had none."""
     import pandas
 
-    frame = pandas.read_parquet(path)
+    try:
+        frame = pandas.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise RewardInputError(f"{path}: cannot read it as a parquet table ({error}); expected an RL parquet "
+                               "with data_source, prompt, reward_model and extra_info") from None
     for column in ("data_source", "reward_model", "extra_info"):
         if column not in frame.columns:
             raise RewardInputError(f"{path}: no column {column!r}; an RL parquet has data_source, prompt, "

@@ -7,7 +7,7 @@ policy it reports the mean score and each component, checks what a reward must n
 wrong answer beating a right one at equal navigation, repeats raising the score, a score outside
 the spec's documented range, the exhaustive scan locating better than the oracle), and writes
 `table.md`, `results.json`, `rollouts.jsonl` and `scores.png` into the output folder. It exits 1
-when a check fails.
+when a check fails, and 2 with one line naming the file when its input cannot be read.
 """
 
 from __future__ import annotations
@@ -23,15 +23,23 @@ from pathlib import Path
 from rewards.audit.questions import parquet_questions, synthetic_questions
 from rewards.audit.report import plot_scores, write_table
 from rewards.policies import POLICIES, AuditCase
-from rewards.question import AnswerKey, read_question
+from rewards.question import AnswerKey, RewardInputError, read_question
 from rewards.rollout import decoded_rollout
 from rewards.score import score_rollout
-from rewards.spec import RewardSpec, spec_from_dict
+from rewards.spec import RewardSpec, RewardSpecError, spec_from_dict
 from tools.environment.navigation import NavigationEnv
 from tools.environment.tool_settings import settings_from_dict
 
 # The audit plays no video_qa, so the VLM endpoint is never called; the tool still needs one named.
 UNUSED_VLM = {"base_url": "http://127.0.0.1:9/v1", "model": "unused"}
+# The settings keys the audit reads (the audit stage writes them all).
+SETTING_KEYS = ("specs", "questions", "seed", "max_turns", "parquet", "caption_dir", "limit")
+# The exit code of an audit whose input cannot be read (the launcher's code for a bad config, too).
+INPUT_ERROR_EXIT = 2
+
+
+class AuditInputError(ValueError):
+    """Audit settings or questions that cannot be read; the message names the file and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,8 @@ def audit(settings: dict, output: Path) -> tuple[dict, list[Check]]:
         questions = synthetic_questions(int(settings["questions"]), int(settings["seed"]), caption_dir)
         print(f"[audit] {len(questions)} synthetic questions, caption trees in {caption_dir}")
     if not questions:
-        raise SystemExit("[audit] no question with clue intervals to play")
+        raise AuditInputError(f"{settings.get('parquet') or 'the synthetic set'}: no question with clue intervals "
+                              "to play; expected at least one")
     played = play_all(questions, caption_dir, int(settings["max_turns"]), int(settings["seed"]))
     # What the reward reads of each question, read once for every spec.
     facts = [read_question(q.letter, q.extra_info(i)) for i, q in enumerate(questions)]
@@ -184,9 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", required=True, type=Path, help="the settings JSON the audit stage wrote")
     parser.add_argument("--output", type=Path, default=Path("audit"), help="folder for the table, plot and results")
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings.read_text())
-    _, checks = audit(settings, args.output)
+    try:
+        _, checks = audit(read_settings(args.settings), args.output)
+    except (AuditInputError, RewardInputError, RewardSpecError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return INPUT_ERROR_EXIT
     return 0 if all(check.passed for check in checks) else 1
+
+
+def read_settings(path: Path) -> dict:
+    """The settings JSON the audit stage wrote; AuditInputError naming the file when it cannot be read."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AuditInputError(f"{path}: cannot read the audit settings ({error}); expected the JSON object the "
+                              "audit stage wrote") from None
+    missing = [key for key in SETTING_KEYS if not isinstance(settings, dict) or key not in settings]
+    if missing:
+        raise AuditInputError(f"{path}: audit settings without {missing}; expected {list(SETTING_KEYS)}")
+    return settings
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_missing_dataset_file_is_named(tiny_cache: Path, tmp_path: Path) -> None
 def test_malformed_dataset_names_the_record(tiny_cache: Path, tmp_path: Path) -> None:
     """A dataset record without a messages list is reported with its index."""
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"messages": []}, {"conversations": []}]))
+    good = {"messages": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    bad.write_text(json.dumps([good, {"conversations": []}]))
     with pytest.raises(TrainArgsError, match="record 1"):
         check_train_args(render("tiny", tmp_path, bad, "sft.dataset.build=null"), "case")
 

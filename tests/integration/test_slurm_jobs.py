@@ -6,6 +6,7 @@ and runs the real tiny SFT (LLaMA-Factory, torchrun over two nodes) or the RL te
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import time
@@ -113,16 +114,32 @@ def test_requeued_sft_job_resumes_from_its_checkpoint(slurm, tiny_cache: Path, r
     assert "COMPLETED" in status(slurm, run_dir).stdout
 
 
-def test_rl_job_starts_ray_on_both_nodes_and_stops_it(slurm, tiny_cache: Path, run_root: Path) -> None:
-    """The RL template's Ray head (n1) sees the worker (n2) join; the trap stops Ray when the run ends."""
+@pytest.mark.parametrize("user_token", [False, True], ids=["no_ray_token", "user_ray_token"])
+def test_rl_job_starts_ray_on_both_nodes_and_stops_it(slurm, tiny_cache: Path, run_root: Path, tmp_path: Path,
+                                                      user_token: bool) -> None:
+    """The RL template's Ray head (n1) sees the worker (n2) join; the trap stops Ray when the run ends.
+
+    Whether or not the user's HOME holds the token an earlier Ray use wrote (`~/.ray/auth_token`), which
+    without an explicit auth mode turns token auth on in the head only and gets every worker refused.
+    """
     from launch.local import free_port
 
+    home = tmp_path / "home"
+    token_file = home / ".ray" / "auth_token"
+    if user_token:
+        token_file.parent.mkdir(parents=True)
+        token_file.write_text("0123456789abcdef" * 4)
+    else:
+        home.mkdir()
+    # The job inherits the submitter's environment, HOME included.
+    cluster = dataclasses.replace(slurm, env={**slurm.env, "HOME": str(home)})
     model = tiny_cache / "models" / "tiny-qwen3"
-    (job_id,), _ = submit(slurm, "rl", "recipe=tiny", f"run_root={run_root}", "name=ray", f"rl.model={model}",
+    (job_id,), _ = submit(cluster, "rl", "recipe=tiny", f"run_root={run_root}", "name=ray", f"rl.model={model}",
                           "launcher.nodes=2", "launcher.request_gpus=false", f"launcher.ray.port={free_port()}",
                           "launcher.ray.join_timeout_s=240")
-    job = wait_for_job(job_id, slurm.env, JOB_TIMEOUT_S)
+    job = wait_for_job(job_id, cluster.env, JOB_TIMEOUT_S)
     log = (run_root / "rl" / "tiny" / "ray" / "logs" / f"slurm-{job_id}.out").read_text()
+    assert "InvalidAuthToken" not in log, log[-3000:]
     assert re.search(r"Ray cluster at n1:\d+ is complete: 2 of 2 nodes and 2 of 2 GPUs joined", log), log[-3000:]
     assert "[launch] node n1: run with node_rank=0 nnodes=2 head_addr=n1" in log
     # Without a GPU the trainer cannot run: the job fails after the services started, and Ray still stops.
@@ -164,13 +181,13 @@ def test_reward_sweep_submits_one_job_per_preset_and_returns(slurm, tiny_cache: 
 
 
 def test_failing_job_exit_code_reaches_status(slurm, tiny_cache: Path, run_root: Path) -> None:
-    """A job whose validation fails ends FAILED with the step's exit code, in Slurm and in `status`."""
+    """A job whose validation fails ends FAILED with the step's exit code (2: bad input), in Slurm and in `status`."""
     (job_id,), _ = submit(slurm, "sft", "recipe=tiny", f"run_root={run_root}", "name=bad",
                           "+sft.extra_args.not_a_training_argument=1")
     job = wait_for_job(job_id, slurm.env, JOB_TIMEOUT_S)
     run_dir = run_root / "sft" / "tiny" / "bad"
-    assert job["JobState"] == "FAILED" and job["ExitCode"] == "1:0"
-    assert (run_dir / "attempts" / "0" / "exit_code").read_text().strip() == "1" and not (run_dir / "DONE").exists()
-    assert "step validate failed with exit code 1" in (run_dir / "logs" / f"slurm-{job_id}.out").read_text()
+    assert job["JobState"] == "FAILED" and job["ExitCode"] == "2:0"
+    assert (run_dir / "attempts" / "0" / "exit_code").read_text().strip() == "2" and not (run_dir / "DONE").exists()
+    assert "step validate failed with exit code 2" in (run_dir / "logs" / f"slurm-{job_id}.out").read_text()
     reported = status(slurm, run_dir)
-    assert reported.returncode == 1 and re.search(rf"bad\s+FAILED\s+1\s+{job_id}\s", reported.stdout)
+    assert reported.returncode == 1 and re.search(rf"bad\s+FAILED\s+2\s+{job_id}\s", reported.stdout)

@@ -355,3 +355,16 @@ def test_secret_extra_args_do_not_leak_into_the_printed_plan(env: dict[str, str]
                       f"run_root={tmp_path / 'runs'}", env=env)
     assert result.code == 2 and "sft.extra_args.hub_token looks like a secret" in result.err
     assert PLANTED_KEY not in result.out + result.err
+
+
+@pytest.mark.parametrize("below", ["", "runs"])
+def test_run_root_that_is_a_file_exits_2_naming_it(env: dict[str, str], tmp_path: Path, below: str) -> None:
+    """run_root=FILE (or a path below a file) exits 2 with a clear message instead of a traceback."""
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / below if below else tmp_path / "file"
+    for extra in ([], ["resume=true"]):
+        result = run_main("audit", "name=x", f"run_root={root}", *extra, env=env)
+        assert result.code == 2, result.err
+        assert f"run_root={root} is a file" in result.err and "expected a directory" in result.err
+        assert "Traceback" not in result.err
+    assert (tmp_path / "file").read_text() == ""

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import signal
 import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from launch import rundir
+from launch.compose import PROJECT_ROOT
 from launch.rundir import (
     DONE_MARKER,
     REDACTED,
     RunDirError,
+    check_run_root,
     claim_run_dir,
     config_changes,
     create_new_dir,
@@ -84,10 +90,17 @@ def test_run_dir_for_rejects_unsafe_names(stage: str, group: str, name: str, lab
         run_dir_for("/r", stage, group, name)
 
 
+def claimed(run_dir: Path, resume: bool) -> int:
+    """Claim `run_dir` and let go of its lock at once, as a finished attempt does; the attempt number."""
+    claim = claim_run_dir(run_dir, resume)
+    claim.lock.release()
+    return claim.attempt
+
+
 def test_claim_numbers_attempts_zero_then_one_two_on_resume(tmp_path: Path) -> None:
     """A new run is attempt 0; each resume is the next attempt, each with its own directory."""
     run_dir = tmp_path / "sft" / "tiny" / "r1"
-    assert [claim_run_dir(run_dir, False), claim_run_dir(run_dir, True), claim_run_dir(run_dir, True)] == [0, 1, 2]
+    assert [claimed(run_dir, False), claimed(run_dir, True), claimed(run_dir, True)] == [0, 1, 2]
     assert sorted(p.name for p in (run_dir / "attempts").iterdir()) == ["0", "1", "2"]
 
 
@@ -97,8 +110,8 @@ def test_resume_after_a_gap_continues_from_the_highest_attempt(tmp_path: Path) -
     for attempt in ("0", "1", "9"):
         (run_dir / "attempts" / attempt).mkdir(parents=True)
     (run_dir / "attempts" / "notes").mkdir()
-    assert claim_run_dir(run_dir, True) == 10
-    assert claim_run_dir(run_dir, True) == 11
+    assert claimed(run_dir, True) == 10
+    assert claimed(run_dir, True) == 11
 
 
 @pytest.mark.parametrize(
@@ -118,7 +131,7 @@ def test_claim_refuses_what_it_must_not_touch(tmp_path: Path, state: str, resume
     if state == "done":
         (run_dir / DONE_MARKER).write_text("outputs: {}\n")
     with pytest.raises(RunDirError, match=message):
-        claim_run_dir(run_dir, resume)
+        claimed(run_dir, resume)
     # Nothing was created or changed by the refusal.
     if state == "missing":
         assert not run_dir.exists()
@@ -295,3 +308,128 @@ def test_write_provenance_records_a_failing_pip(tmp_path: Path, git_repo: Path,
     out = write_provenance(tmp_path / "run", 0, 7, git_repo)
     text = (out / "pip_freeze.txt").read_text()
     assert "exited 3" in text and "no pip here" in text
+
+
+# A process that claims a run and holds its lock until it is killed: "claimed <attempt>" once it holds it.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from launch.rundir import claim_run_dir
+claim = claim_run_dir(Path(sys.argv[1]), sys.argv[2] == "resume")
+print("claimed", claim.attempt, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[Callable[[Path, bool], subprocess.Popen]]:
+    """Start HOLDER processes on a run; each is killed at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start(run_dir: Path, resume: bool) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir), "resume" if resume else "new"],
+                                   cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout.readline().startswith("claimed"), "the holder did not claim the run"
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_a_live_attempt_refuses_a_resume_naming_itself(tmp_path: Path, holder) -> None:
+    """While attempt 0 lives, a resume is refused with its pid and host, and no attempts/1 appears."""
+    run_dir = tmp_path / "r"
+    process = holder(run_dir, False)
+    with pytest.raises(RunDirError, match=rf"in use by attempt 0 \(launch, pid {process.pid} on host "
+                                          rf"{os.uname().nodename}.*wait for it to end or stop it"):
+        claim_run_dir(run_dir, True)
+    assert [p.name for p in (run_dir / "attempts").iterdir()] == ["0"]
+
+
+def test_a_killed_attempt_releases_the_run(tmp_path: Path, holder) -> None:
+    """kill -9 of the holder frees the lock (the kernel drops it), so the next resume is attempt 1."""
+    run_dir = tmp_path / "r"
+    process = holder(run_dir, False)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert claimed(run_dir, True) == 1
+
+
+def test_the_plans_processes_do_not_inherit_the_lock(tmp_path: Path) -> None:
+    """A child started while the lock is held does not keep it once the launcher lets go."""
+    run_dir = tmp_path / "r"
+    claim = claim_run_dir(run_dir, False)
+    # close_fds=False: only the lock's own close-on-exec flag keeps it from the child.
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                             close_fds=False, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "up\n"
+    try:
+        claim.lock.release()
+        assert claimed(run_dir, True) == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_busy_check_refuses_the_resume_without_a_trace(tmp_path: Path) -> None:
+    """A resume refused by `check_busy` (a queued Slurm job) adds no attempt and frees the lock."""
+    run_dir = tmp_path / "r"
+    claimed(run_dir, False)
+
+    def busy(path: Path) -> None:
+        raise RunDirError(f"{path.name} has a job")
+
+    with pytest.raises(RunDirError, match="r has a job"):
+        claim_run_dir(run_dir, True, check_busy=busy)
+    assert [p.name for p in (run_dir / "attempts").iterdir()] == ["0"]
+    assert claimed(run_dir, True) == 1
+
+
+@pytest.mark.parametrize("config", [None, "", "\n"])
+def test_resume_of_an_interrupted_claim_recovers(tmp_path: Path, config: str | None) -> None:
+    """A run whose config.yaml is missing or empty (claim interrupted) resumes, with no original config."""
+    run_dir = tmp_path / "r"
+    (run_dir / "attempts" / "0").mkdir(parents=True)
+    if config is not None:
+        (run_dir / "config.yaml").write_text(config)
+    claim = claim_run_dir(run_dir, True)
+    claim.lock.release()
+    assert (claim.attempt, claim.original) == (1, None)
+
+
+@pytest.mark.parametrize(("text", "message"), [("a: [1\n", "is not valid YAML"), ("- 1\n", "holds a list")])
+def test_resume_of_a_foreign_config_is_refused_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    """A config.yaml that is not a mapping is named, with what to do; the refusal adds no attempt."""
+    run_dir = tmp_path / "r"
+    (run_dir / "attempts" / "0").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(text)
+    with pytest.raises(RunDirError, match=rf"{run_dir / 'config.yaml'} {message}.*move it away"):
+        claim_run_dir(run_dir, True)
+    assert [p.name for p in (run_dir / "attempts").iterdir()] == ["0"]
+
+
+def test_write_config_never_leaves_a_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.yaml appears only by a rename: if writing fails, there is none, not an empty one."""
+
+    def fail(self: Path, target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", fail)
+    with pytest.raises(OSError):
+        write_config(tmp_path, {"seed": 1}, 0)
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_run_root_that_is_a_file_is_named(tmp_path: Path) -> None:
+    """A run_root that is a file, or lies below one, is refused naming it; a missing one is fine."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match=rf"run_root={tmp_path / 'file'} is a file; expected a directory"):
+        check_run_root(tmp_path / "file")
+    with pytest.raises(RunDirError, match=rf"\({tmp_path / 'file'} is a file\); expected a directory"):
+        check_run_root(tmp_path / "file" / "runs")
+    check_run_root(tmp_path / "missing" / "runs")
+    with pytest.raises(RunDirError, match=rf"{tmp_path / 'file'} is a file; expected a directory"):
+        create_new_dir(tmp_path / "file" / "sft" / "r")

@@ -195,7 +195,10 @@ def test_rl_over_two_nodes_starts_a_ray_cluster(tmp_path: Path, capsys: pytest.C
     assert "-w " not in worker
     wait, trainer = line_with(script, "launch.node wait-ray"), line_with(script, "launch.node run")
     assert all(part in wait for part in ("--nodes 2 ", "--gpus 12 ", "--timeout 600", '--starters "${ray_pids[@]}"'))
-    order = [lines.index(line) for line in (start, head, worker, wait, 'export RAY_ADDRESS="$RAY_HEAD"', trainer)]
+    # Token auth set explicitly before any Ray command, with a per-job token that no file holds.
+    auth = "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN"
+    assert "token_hex(32)" in line_with(script, "RAY_AUTH_TOKEN=$(")
+    order = [lines.index(line) for line in (auth, start, head, worker, wait, 'export RAY_ADDRESS="$RAY_HEAD"', trainer)]
     assert order == sorted(order)
     assert trainer.startswith('step "${ON_HEAD[@]}"') and wait.startswith('step "${ON_HEAD[@]}"')
     assert "trap stop_ray EXIT" in lines and 'kill "${ray_pids[@]}" 2>/dev/null || true' in lines

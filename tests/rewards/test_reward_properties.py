@@ -20,7 +20,7 @@ from rewards.rollout import COUNT_KEYS, Rollout, decoded_rollout, judge_rollout
 from rewards.score import compute_score
 from rewards.spec import PRESET_DIR, spec_from_dict
 from tools.environment.actions import ANSWER_CLOSE, TOOL_CLOSE, TURN_TAGS, Answer
-from tools.environment.geometry import format_ids
+from tools.environment.geometry import MAX_WIDTH, SMALLEST_MIN_WIDTH, format_ids
 from tools.environment.prompts import LETTERS, defuse_action_tags
 
 FAST = settings(deadline=None, max_examples=200)
@@ -34,8 +34,8 @@ OBSERVATION = "\nuser\nLow caption (1, 1, 1) [0.0s-10.0s]: a man opens the door.
 
 @st.composite
 def questions(draw: st.DrawFn, clues: tuple[str, ...] = ("absent", "empty", "some")) -> tuple[str, dict]:
-    """A valid (ground truth, extra_info): width 2-8, any duration, 2-6 options, clues of a kind in `clues`."""
-    width = draw(st.integers(2, 8))
+    """A valid (ground truth, extra_info): any allowed width, any duration, 2-6 options, clues of a kind in `clues`."""
+    width = draw(st.integers(SMALLEST_MIN_WIDTH, MAX_WIDTH))
     duration = draw(st.floats(1.0, 20000.0))
     options = draw(st.lists(st.text(max_size=12), min_size=2, max_size=6))
     letter = LETTERS[draw(st.integers(0, len(options) - 1))]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tools.agent.loop import AgentLoop, Generation, PromptRow, QuestionFailed
 from tools.builders.annotations import AnnotationError, read_annotations
-from tools.builders.rl_data import RLDataSettings, RLRowError, rl_row
-from tools.environment.caption_tree import CaptionTreeError, TreeCache, caption_path
+from tools.builders.rl_data import RLDataSettings, question_rows
+from tools.builders.row_checks import RowRejected
 from tools.environment.navigation import NavigationEnv
 from tools.environment.tool_settings import settings_from_dict
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
@@ -32,6 +32,8 @@ from tools.environment.vlm_client import VLMClient, VLMEndpoint
 
 TRAJECTORIES, ERRORS, QUESTIONS, REJECTED = "trajectories.jsonl", "errors.jsonl", "questions.jsonl", "rejected.jsonl"
 MODES = ("eval", "trajectories")
+# How many rejected questions the run names on stderr (all of them are in rejected.jsonl).
+SHOWN_REJECTIONS = 5
 
 
 @dataclass(frozen=True)
@@ -74,19 +76,11 @@ def load_questions(spec: dict, max_turns: int) -> tuple[list[PromptRow], list[di
     row_settings = RLDataSettings(annotations=spec["annotations"], format=spec["format"],
                                   data_source=spec["data_source"], caption_dir=spec["caption_dir"],
                                   video_dir=spec.get("video_dir"), max_turns=max_turns, val_fraction=1.0, seed=0)
-    trees, played, seen = TreeCache(), [], set()
-    for question in questions:
-        if question.question_id in seen:
-            rejected.append({"row": question.row, "id": question.question_id, "reason": "duplicate_id",
-                             "detail": f"question id {question.question_id!r} appears on an earlier row"})
-            continue
-        seen.add(question.question_id)
-        try:
-            tree = trees.get(caption_path(spec["caption_dir"], question.video_uid))
-            row = rl_row(question, tree, row_settings)
-        except (CaptionTreeError, RLRowError) as error:
-            reason = getattr(error, "reason", "caption_tree")
-            rejected.append({"row": question.row, "id": question.question_id, "reason": reason, "detail": str(error)})
+    played = []
+    for question, row in question_rows(questions, row_settings):
+        if isinstance(row, RowRejected):
+            rejected.append({"row": question.row, "id": question.question_id, "reason": row.reason,
+                             "detail": f"{spec['annotations']} row {question.row}: {row}"})
             continue
         played.append(PromptRow(id=question.question_id, data_source=row["data_source"],
                                     messages=tuple(row["prompt"]), ground_truth=row["reward_model"]["ground_truth"],
@@ -176,6 +170,8 @@ def run(settings: RunSettings, output: Path) -> int:
     loop = AgentLoop(env, client, settings.generation, prompt)
     print(f"[agent] {settings.mode} on {settings.benchmark}: {len(questions)} questions, {len(done)} already done, "
           f"{len(todo)} to play, {len(rejected)} rejected ({output / REJECTED})", file=sys.stderr)
+    for record in rejected[:SHOWN_REJECTIONS]:
+        print(f"[agent] rejected ({record['reason']}): {record['detail']}", file=sys.stderr)
     correct = sum(done.values())
     finished, failed = len(done), 0
     bar = _progress(len(questions), len(done))

@@ -1,11 +1,31 @@
-"""What the dataset builders share: their command line, and publishing a finished file or folder in one step."""
+"""What the dataset builders share: their command line, how an input error ends it, and publishing in one step."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# The exit code of a builder whose input cannot be built (the launcher's code for a bad config, too).
+INPUT_ERROR_EXIT = 2
+
+
+class BuilderInputError(ValueError):
+    """An input a builder cannot build from; the message names the file and what was expected."""
+
+
+@contextmanager
+def exit_on_input_error(kinds: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Turn an error of `kinds` raised inside into one line `error: ...` on stderr and exit code 2."""
+    try:
+        yield
+    except kinds as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(INPUT_ERROR_EXIT) from None
 
 
 def settings_and_output(description: str) -> tuple[dict, Path]:
@@ -14,7 +34,15 @@ def settings_and_output(description: str) -> tuple[dict, Path]:
     parser.add_argument("--settings", type=Path, required=True, help="the JSON the stage rendered")
     parser.add_argument("--output", type=Path, required=True, help="the folder to write into")
     args = parser.parse_args()
-    return json.loads(args.settings.read_text()), args.output
+    try:
+        settings = json.loads(args.settings.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BuilderInputError(f"{args.settings}: cannot read the settings file ({error}); expected the JSON "
+                                "object the stage rendered") from None
+    if not isinstance(settings, dict):
+        raise BuilderInputError(f"{args.settings}: top level is a {type(settings).__name__}; expected the JSON "
+                                "object the stage rendered")
+    return settings, args.output
 
 
 def publish(staged: str | Path, target: str | Path) -> None:

@@ -4,8 +4,10 @@ Each row holds `data_source`, `prompt` (the system prompt and the first user tur
 builder SFT and evaluation use), `ability`, `reward_model` (`style: rule`, the ground-truth
 letter) and `extra_info` with everything the tools and rewards read (tools/environment/README.md), `data_source`
 included because verl-tool sends only `extra_info` to the tool server. A question whose caption
-tree is missing or malformed, or whose duration is unknown or disagrees with the tree's, is
-reported in `rejected.jsonl` and skipped; files are written whole or not at all.
+tree is missing or malformed, whose duration is unknown or disagrees with the tree's, whose id an
+earlier row has, or whose row the reward would refuse (`tools.builders.row_checks`), is reported in
+`rejected.jsonl` and skipped; files are written whole or not at all. An input that cannot be built
+at all is one line on stderr and exit code 2.
 
     python -m tools.builders.rl_data --settings rl_data/settings.json --output rl_data
 """
@@ -17,11 +19,14 @@ import os
 import random
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.builders.annotation_files import AnnotationError
 from tools.builders.annotations import BenchmarkQuestion, read_annotations
-from tools.builders.builder_io import publish, settings_and_output
+from tools.builders.builder_io import BuilderInputError, exit_on_input_error, publish, settings_and_output
+from tools.builders.row_checks import RowRejected, UniqueIds, check_reward_reads, check_tree_duration
 from tools.environment import prompts
 from tools.environment.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
 from tools.environment.frames import FrameError, find_video, probe_duration
@@ -29,16 +34,8 @@ from tools.environment.tool_settings import VIDEO_EXTENSIONS
 
 ABILITY = "video_navigation"
 SPLITS = ("train", "val")
-# A caption file's recorded duration may differ from the annotation's by this fraction (container rounding).
-DURATION_TOLERANCE = 0.01
-
-
-class RLRowError(ValueError):
-    """A question that cannot become a row; `reason` is a short key for the report."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
+# What main() reports as one line and exit code 2: inputs that cannot be built, not bugs.
+INPUT_ERRORS = (BuilderInputError, AnnotationError, FileExistsError, FileNotFoundError)
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,10 @@ class RLDataSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> RLDataSettings:
-        """Settings from the JSON the rl_data stage renders."""
+        """Settings from the JSON the rl_data stage renders; BuilderInputError naming a missing key."""
+        missing = [key for key in cls.__dataclass_fields__ if key not in data]
+        if missing:
+            raise BuilderInputError(f"rl_data settings without {missing}; expected {list(cls.__dataclass_fields__)}")
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
@@ -69,29 +69,46 @@ def duration_of(question: BenchmarkQuestion, tree: CaptionTree, settings: RLData
         except FileNotFoundError:
             duration = None
         except FrameError as error:
-            raise RLRowError("no_duration", str(error)) from None
+            raise RowRejected("no_duration", str(error)) from None
     if duration is None:
-        raise RLRowError("no_duration", f"video {question.video_uid!r}: the annotation and the caption file give no "
+        raise RowRejected("no_duration", f"video {question.video_uid!r}: the annotation and the caption file give no "
                                         "duration and no video was found (set rl_data.video_dir)")
-    if tree.duration is not None and abs(tree.duration - duration) > DURATION_TOLERANCE * duration:
-        raise RLRowError("duration_mismatch", f"{tree.source}: the caption file's duration is {tree.duration:g} s "
-                                              f"but the annotation says {duration:g} s")
+    check_tree_duration(tree, duration)
     return float(duration)
 
 
 def rl_row(question: BenchmarkQuestion, tree: CaptionTree, settings: RLDataSettings) -> dict:
-    """One parquet row for `question` over its caption tree (split and index are set when the row is placed)."""
+    """One parquet row for `question` over its caption tree (split and index are set when the row is placed).
+
+    RowRejected when the row cannot be built or the reward would refuse it.
+    """
     duration = duration_of(question, tree, settings)
     first_user = prompts.first_user_turn(question.question, question.options, duration, tree)
     extra_info = {"index": -1, "split": "", "data_source": settings.data_source, "question_id": question.question_id,
                   "video_uid": question.video_uid, "question": question.question, "options": list(question.options),
                   "clue_intervals": [list(interval) for interval in question.clue_intervals], "width": tree.width,
                   "duration": duration, "fps": question.fps}
+    check_reward_reads(question.answer, extra_info)
     return {"data_source": settings.data_source,
             "prompt": [{"role": "system", "content": prompts.system_prompt(settings.max_turns)},
                        {"role": "user", "content": first_user}],
             "ability": ABILITY, "reward_model": {"style": "rule", "ground_truth": question.answer},
             "extra_info": extra_info}
+
+
+def question_rows(questions: list[BenchmarkQuestion],
+                  settings: RLDataSettings) -> Iterator[tuple[BenchmarkQuestion, dict | RowRejected]]:
+    """(question, its row) for each question, or (question, why not) for a duplicate id or a row not built."""
+    trees, ids = TreeCache(), UniqueIds("row")
+    for question in questions:
+        try:
+            ids.check(question.question_id, question.row)
+            tree = trees.get(caption_path(settings.caption_dir, question.video_uid))
+            yield question, rl_row(question, tree, settings)
+        except CaptionTreeError as error:
+            yield question, RowRejected("caption_tree", str(error))
+        except RowRejected as error:
+            yield question, error
 
 
 def split_videos(video_uids: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -128,20 +145,16 @@ def build(settings: RLDataSettings, output: Path) -> dict:
         raise FileExistsError(f"{output} already holds {existing}; every build writes a new folder")
     questions, rejected_rows = read_annotations(settings.annotations, settings.format)
     rejected = [{"row": r.row, "question_id": None, "reason": r.reason, "detail": r.detail} for r in rejected_rows]
-    trees, rows = TreeCache(), []
-    for question in questions:
-        try:
-            tree = trees.get(caption_path(settings.caption_dir, question.video_uid))
-            rows.append(rl_row(question, tree, settings))
-        except CaptionTreeError as error:
-            rejected.append({"row": question.row, "question_id": question.question_id, "reason": "caption_tree",
-                             "detail": f"{settings.annotations} row {question.row}: {error}"})
-        except RLRowError as error:
-            rejected.append({"row": question.row, "question_id": question.question_id, "reason": error.reason,
-                             "detail": f"{settings.annotations} row {question.row}: {error}"})
+    rows = []
+    for question, row in question_rows(questions, settings):
+        if isinstance(row, RowRejected):
+            rejected.append({"row": question.row, "question_id": question.question_id, "reason": row.reason,
+                             "detail": f"{settings.annotations} row {question.row}: {row}"})
+        else:
+            rows.append(row)
     if not rows:
-        raise ValueError(f"{settings.annotations}: no question could be built; first problems: "
-                         f"{[r['detail'] for r in rejected[:3]]}")
+        raise BuilderInputError(f"{settings.annotations}: no question could be built; expected at least one "
+                                f"usable row; first problems: {[r['detail'] for r in rejected[:3]]}")
     val_videos = split_videos([row["extra_info"]["video_uid"] for row in rows], settings.val_fraction, settings.seed)
     splits: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for row in rows:
@@ -165,8 +178,9 @@ def build(settings: RLDataSettings, output: Path) -> dict:
 
 def main() -> None:
     """CLI: build the RL parquet files from `--settings` into `--output`."""
-    settings, output = settings_and_output(__doc__)
-    report = build(RLDataSettings.from_dict(settings), output)
+    with exit_on_input_error(INPUT_ERRORS):
+        settings, output = settings_and_output(__doc__)
+        report = build(RLDataSettings.from_dict(settings), output)
     print(f"{report['annotations']} ({report['format']} as data_source {report['data_source']}): "
           f"train {report['rows']['train']} rows / {report['videos']['train']} videos, "
           f"val {report['rows']['val']} rows / {report['videos']['val']} videos, "

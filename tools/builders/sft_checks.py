@@ -7,7 +7,7 @@ Each check returns a `Drop` that says why, so the report can count trajectories 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tools.environment.actions import ACTION_TAGS, THINK_CLOSE, THINK_OPEN, Action, Answer, parse_turn
@@ -28,8 +28,13 @@ REASONS = {
     "wrong_answer": "the final answer is not the ground truth",
     "hinted": "the teacher was given hints",
     "caption_tree": "the caption tree for the first user turn is missing or malformed",
+    "duration_mismatch": "the trajectory's duration is not the one its caption file records",
+    "reward_input": "the reward would refuse the question's fields (e.g. clue intervals outside the video)",
 }
 _OBSERVATION_TAGS = (*ACTION_TAGS, THINK_OPEN, THINK_CLOSE)
+# LLaMA-Factory's tags of a sharegpt dataset where dataset_info.json sets none (llamafactory/data/parser.py).
+SHAREGPT_DEFAULT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                         "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 
 
 @dataclass(frozen=True)
@@ -107,4 +112,29 @@ def check_trajectory(trajectory: Trajectory, checks: Checks) -> tuple[str, str] 
         return "wrong_answer", f"answered {letter!r}, the ground truth is {trajectory.ground_truth!r}"
     if trajectory.hinted and not checks.keep_hinted:
         return "hinted", "hinted: true"
+    return None
+
+
+def check_role_order(messages: object, tags: Mapping[str, str] | None = None) -> str | None:
+    """Why LLaMA-Factory would skip this sharegpt sample ("Skipping this abnormal example"), or None to train it."""
+    tags = {**SHAREGPT_DEFAULT_TAGS, **(tags or {})}
+    role, content = tags["role_tag"], tags["content_tag"]
+    if not isinstance(messages, list):
+        return f"expected a list of messages, got {type(messages).__name__}"
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get(role), str) \
+                or not isinstance(message.get(content), str):
+            return f"message {position}: expected an object with string {role!r} and {content!r}"
+    # LLaMA-Factory's SharegptDatasetConverter: an optional system message first, then messages alternate
+    # between (user, observation) and (assistant, function_call), ending with the latter.
+    start = 1 if messages and messages[0][role] == tags["system_tag"] else 0
+    turns = (tags["user_tag"], tags["observation_tag"]), (tags["assistant_tag"], tags["function_tag"])
+    for position, message in enumerate(messages[start:], start=start):
+        allowed = turns[(position - start) % 2]
+        if message[role] not in allowed:
+            return f"message {position} is {message[role]!r} where LLaMA-Factory expects one of {list(allowed)}"
+    # Its supervised processor then drops a sample without a prompt and a response.
+    if len(messages) - start == 0 or (len(messages) - start) % 2:
+        return (f"{len(messages) - start} messages after the system prompt; LLaMA-Factory expects an even number "
+                "greater than 0, ending with the model's turn")
     return None

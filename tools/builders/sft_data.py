@@ -4,8 +4,10 @@ Our trajectories are rendered by the navigation environment's own prompt builder
 prompt and the first user turn are rebuilt from the question fields and the caption tree, model
 turns and observations are kept verbatim. Each trajectory is checked (`tools.builders.sft_checks`) and
 becomes one sharegpt sample (`tools.builders.sft_format`); each dropped line is written with its line
-number and reason. Output, in `--output`: `sft.json`, `dataset_info.json`, `dropped.jsonl`,
-`report.json` and `report.png`.
+number and reason; a trajectory is dropped, too, by the checks every builder shares
+(`tools.builders.row_checks`: a repeated id, a duration other than its caption file's, a question the
+reward would refuse). Output, in `--output`: `sft.json`, `dataset_info.json`, `dropped.jsonl`,
+`report.json` and `report.png`. An input that cannot be built is one line on stderr and exit code 2.
 
     python -m tools.builders.sft_data --settings sft_data/settings.json --output sft_data
 """
@@ -19,8 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.builders.builder_io import publish, settings_and_output
+from tools.builders.builder_io import BuilderInputError, exit_on_input_error, publish, settings_and_output
 from tools.builders.released_sft import ReleasedRecordError, read_released
+from tools.builders.row_checks import RowRejected, UniqueIds, check_reward_reads, check_tree_duration
 from tools.builders.sft_checks import Checks, Drop, check_model_turns, check_observations, check_trajectory
 from tools.builders.sft_format import dataset_info, sharegpt_sample
 from tools.builders.sft_report import Report, TokenCounter
@@ -31,6 +34,11 @@ from tools.environment.trajectory import Trajectory, TrajectoryError, read_traje
 SOURCES = ("trajectories", "released")
 SAMPLES_FILE = "sft.json"
 TOKEN_BATCH = 256
+# What main() reports as one line and exit code 2: inputs that cannot be built, not bugs.
+INPUT_ERRORS = (BuilderInputError, TrajectoryError, ReleasedRecordError, FileExistsError, FileNotFoundError)
+# The keys of the settings JSON the sft_data stage renders that the builder cannot do without.
+REQUIRED_SETTINGS = ("source", "input", "observation_role", "max_turns", "keep_wrong", "keep_hinted",
+                     "keep_invalid_turns")
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,11 @@ class SFTDataSettings:
     @classmethod
     def from_dict(cls, data: dict) -> SFTDataSettings:
         """Settings from the JSON the sft_data stage renders (checked there, re-checked here)."""
+        missing = [key for key in REQUIRED_SETTINGS if key not in data]
+        if missing:
+            raise BuilderInputError(f"sft_data settings without {missing}; expected {list(REQUIRED_SETTINGS)}")
         if data.get("source") not in SOURCES:
-            raise ValueError(f"source={data.get('source')!r}: expected one of {', '.join(SOURCES)}")
+            raise BuilderInputError(f"source={data.get('source')!r}: expected one of {', '.join(SOURCES)}")
         if not Path(data["input"]).is_file():
             raise FileNotFoundError(f"input={data['input']}: no such file")
         checks = Checks(int(data["max_turns"]), bool(data["keep_wrong"]), bool(data["keep_hinted"]),
@@ -64,11 +75,18 @@ class SFTDataSettings:
 
 
 def trajectory_sample(trajectory: Trajectory, settings: SFTDataSettings, trees: TreeCache) -> dict:
-    """One trajectory as a sharegpt sample, its first user turn rebuilt from the caption tree."""
+    """One trajectory as a sharegpt sample, its first user turn rebuilt from the caption tree.
+
+    CaptionTreeError for a tree that is unreadable or of another width; RowRejected for a row no builder writes.
+    """
     tree = trees.get(caption_path(settings.caption_dir(trajectory.data_source), trajectory.video_uid))
     if tree.width != trajectory.width:
         raise CaptionTreeError(f"{tree.source}: the file's width is {tree.width} but the trajectory's width is "
                                f"{trajectory.width}; the caption file is authoritative")
+    check_tree_duration(tree, trajectory.duration)
+    check_reward_reads(trajectory.ground_truth, {
+        "video_uid": trajectory.video_uid, "duration": trajectory.duration, "width": trajectory.width,
+        "options": list(trajectory.options), "clue_intervals": [list(clue) for clue in trajectory.clue_intervals]})
     first_user = prompts.first_user_turn(trajectory.question, trajectory.options, trajectory.duration, tree)
     turns = trajectory.turns
     exchanges = [(turn.model, turn.observation) for turn in turns[:-1]] + [(turns[-1].model, None)]
@@ -78,15 +96,16 @@ def trajectory_sample(trajectory: Trajectory, settings: SFTDataSettings, trees: 
 
 def our_samples(settings: SFTDataSettings) -> Iterator[tuple[dict, int] | Drop]:
     """(sample, tool calls) for each kept trajectory of our JSONL, or the Drop of a line that is not kept."""
-    trees, seen = TreeCache(), set()
+    trees, ids = TreeCache(), UniqueIds("line")
     for line, item in read_trajectories(settings.input):
         if isinstance(item, TrajectoryError):
             yield Drop(line, None, "schema", str(item))
             continue
-        if item.id in seen:
-            yield Drop(line, item.id, "duplicate_id", f"id {item.id!r} appears on an earlier line")
+        try:
+            ids.check(item.id, line)
+        except RowRejected as error:
+            yield Drop(line, item.id, error.reason, str(error))
             continue
-        seen.add(item.id)
         problem = check_trajectory(item, settings.checks)
         if problem is not None:
             yield Drop(line, item.id, *problem)
@@ -95,6 +114,8 @@ def our_samples(settings: SFTDataSettings) -> Iterator[tuple[dict, int] | Drop]:
             yield trajectory_sample(item, settings, trees), item.tool_calls()
         except CaptionTreeError as error:
             yield Drop(line, item.id, "caption_tree", str(error))
+        except RowRejected as error:
+            yield Drop(line, item.id, error.reason, f"{settings.input}:{line}: {error}")
 
 
 def released_samples(settings: SFTDataSettings) -> Iterator[tuple[dict, int] | Drop]:
@@ -149,7 +170,8 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
         samples.write("\n]\n")
     if not report.turns:
         os.unlink(tmp)
-        raise ValueError(f"{settings.input}: no trajectory was kept; see {output / 'dropped.jsonl'}")
+        raise BuilderInputError(f"{settings.input}: no trajectory was kept; expected at least one usable line; "
+                                f"see {output / 'dropped.jsonl'}")
     publish(tmp, target)
     (output / "dataset_info.json").write_text(json.dumps(dataset_info(str(target.absolute())), indent=2) + "\n")
     report.write(output)
@@ -158,8 +180,9 @@ def build(settings: SFTDataSettings, output: Path) -> Report:
 
 def main() -> None:
     """CLI: build the SFT file from `--settings` into `--output`."""
-    settings, output = settings_and_output(__doc__)
-    report = build(SFTDataSettings.from_dict(settings), output)
+    with exit_on_input_error(INPUT_ERRORS):
+        settings, output = settings_and_output(__doc__)
+        report = build(SFTDataSettings.from_dict(settings), output)
     print("\n".join(report.lines()))
     print(f"wrote {output / SAMPLES_FILE} and {output / 'dataset_info.json'}")
 

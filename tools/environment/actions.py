@@ -10,8 +10,10 @@ through this module.
 from __future__ import annotations
 
 import re
+import sys
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Union
 
 from tools.environment.answers import answer_option
@@ -227,9 +229,71 @@ _PLAIN_GET_CAPTION = re.compile(r"\s*get_caption\s*\(\s*\(\s*([1-9]\d*)\s*,\s*([
                                 r"(?:,\s*([1-9]\d*)\s*)?\)\s*\)\s*")
 
 
-@lru_cache(maxsize=8192)
+# The parses of recent call bodies are kept (a rollout repeats calls, and GRPO scores 16 rollouts of each question)
+# in at most this many bytes, bodies and results counted.
+CALL_CACHE_BYTES = 4 * 1024 * 1024
+# What an entry holds besides its body and text: the result object, its ids and the map's slot (an upper bound).
+CACHE_ENTRY_OVERHEAD = 512
+
+
+class _ByteBoundedCache:
+    """A least-recently-used map from call bodies to their parse that never holds more than `limit` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit, self.bytes = limit, 0
+        self.entries: OrderedDict[str, tuple[GetCaption | VideoQA | ParseError, int]] = OrderedDict()
+        # verl-tool serves a batch from several threads.
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> GetCaption | VideoQA | ParseError | None:
+        """The cached parse of `key` (now the most recent), or None."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return None
+            self.entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: str, value: GetCaption | VideoQA | ParseError) -> None:
+        """Keep `value` for `key`, dropping the least recent entries to stay within the limit."""
+        text = value.query if isinstance(value, VideoQA) else value.reason if isinstance(value, ParseError) else ""
+        size = sys.getsizeof(key) + sys.getsizeof(text) + CACHE_ENTRY_OVERHEAD
+        with self.lock:
+            if size > self.limit or key in self.entries:
+                return
+            self.entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.limit:
+                self.bytes -= self.entries.popitem(last=False)[1][1]
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self.lock:
+            self.entries.clear()
+            self.bytes = 0
+
+
+_CALL_CACHE = _ByteBoundedCache(CALL_CACHE_BYTES)
+
+
 def parse_call(text: str) -> GetCaption | VideoQA | ParseError:
-    """Parse the text inside `<tool>...</tool>` into a GetCaption or VideoQA, or a ParseError."""
+    """Parse the text inside `<tool>...</tool>` into a GetCaption or VideoQA, or a ParseError (cached by bytes)."""
+    # A body longer than any call is refused on its length, cheaply, so it never takes room in the cache.
+    if len(text) > MAX_CALL_CHARS:
+        return _parse_call(text)
+    cached = _CALL_CACHE.get(text)
+    if cached is None:
+        cached = _parse_call(text)
+        _CALL_CACHE.put(text, cached)
+    return cached
+
+
+# As functools.lru_cache names it, for the benchmarks that time a cold cache.
+parse_call.cache_clear = _CALL_CACHE.clear
+
+
+def _parse_call(text: str) -> GetCaption | VideoQA | ParseError:
+    """parse_call without the cache."""
     plain = _PLAIN_GET_CAPTION.fullmatch(text)
     if plain is not None:
         return GetCaption(tuple(int(value) for value in plain.groups() if value is not None))

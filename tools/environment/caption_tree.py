@@ -113,16 +113,21 @@ def parse_caption_tree(data: object, source: str) -> CaptionTree:
 def load_caption_tree(path: str | Path) -> CaptionTree:
     """Read and validate one caption file (uncached; tools go through `TreeCache`)."""
     path = Path(path)
+    expected = "expected a UTF-8 JSON object with 'width' and 'captions'"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CaptionTreeError(f"{path}: caption file not found") from None
     except OSError as error:
         raise CaptionTreeError(f"{path}: cannot read caption file: {error}") from None
+    except UnicodeDecodeError as error:
+        raise CaptionTreeError(f"{path}: not valid UTF-8 (byte {error.start}); {expected}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise CaptionTreeError(f"{path}: not valid JSON: {error}") from None
+        raise CaptionTreeError(f"{path}: not valid JSON: {error}; {expected}") from None
+    except RecursionError:
+        raise CaptionTreeError(f"{path}: JSON nested too deep to read; {expected}") from None
     return parse_caption_tree(data, str(path))
 
 

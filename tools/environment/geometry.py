@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from numbers import Real
 
 LEAF_SECONDS = 16.0
+# The width rule's bounds: the paper's minimum and maximum, the caption builder's defaults.
 MIN_WIDTH = 4
 MAX_WIDTH = 8
+# The smallest minimum any caption tree is built with: MLVU's 3.
+SMALLEST_MIN_WIDTH = 3
 LEVEL_NAMES = ("high", "medium", "low")
 # The level of the low segments, the leaves whose frames video_qa asks about.
 LEAF_LEVEL = len(LEVEL_NAMES)
@@ -31,6 +34,24 @@ def width_for_duration(duration: float, min_width: int = MIN_WIDTH, max_width: i
     if isinstance(duration, bool) or not isinstance(duration, Real) or not (0 < duration < math.inf):
         raise GeometryError(f"duration must be a positive number of seconds, got {duration!r}")
     return max(min_width, min(max_width, round((duration / LEAF_SECONDS) ** (1 / 3))))
+
+
+def check_width(width: object, name: str = "width") -> int:
+    """`width` as an int if the width rule makes it (SMALLEST_MIN_WIDTH..MAX_WIDTH), else GeometryError naming `name`.
+
+    Only the range is checked, not `width == width_for_duration(D)`: the exact width depends on the
+    minimum a tree was built with (4, or 3 for MLVU; released caption files carry either), which a
+    question does not record. A width outside the range no setting of the rule makes (1, 2, 100).
+    """
+    if isinstance(width, float) and width.is_integer():
+        width = int(width)
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise GeometryError(f"{name} must be a whole number of segments per level, got {width!r}")
+    if not SMALLEST_MIN_WIDTH <= width <= MAX_WIDTH:
+        raise GeometryError(f"{name}={width!r} is outside {SMALLEST_MIN_WIDTH}..{MAX_WIDTH}, the widths the tree rule "
+                            f"clamp(round((D / {LEAF_SECONDS:g}) ** (1/3)), min_width, max_width) makes (min_width "
+                            f"{MIN_WIDTH}, or {SMALLEST_MIN_WIDTH} for MLVU; max_width {MAX_WIDTH})")
+    return width
 
 
 def level_size(width: int, level: int) -> int:

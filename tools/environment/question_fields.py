@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tools.environment import geometry
+
 
 @dataclass(frozen=True)
 class VideoFields:
@@ -19,7 +21,8 @@ class VideoFields:
 
     @classmethod
     def from_extra_info(cls, extra_info: object) -> VideoFields:
-        """Read video_uid, duration and width; ValueError naming the field that is missing or wrong."""
+        """Read video_uid, duration and width; ValueError naming the field that is missing or wrong (a width outside
+        geometry's allowed range included)."""
         if not isinstance(extra_info, dict):
             raise ValueError(f"extra_info must be a mapping with video_uid, duration and width, got "
                              f"{type(extra_info).__name__}")
@@ -29,8 +32,5 @@ class VideoFields:
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) \
                 or duration <= 0:
             raise ValueError(f"extra_info.duration must be a positive number of seconds, got {duration!r}")
-        if isinstance(width, float) and width.is_integer():
-            width = int(width)
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"extra_info.width must be a positive integer, got {width!r}")
-        return cls(video_uid, float(duration), width)
+        # The one width rule (geometry): a width no caption tree has, such as 1 or 100, is bad data, not a tree.
+        return cls(video_uid, float(duration), geometry.check_width(width, "extra_info.width"))

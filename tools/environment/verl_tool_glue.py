@@ -33,17 +33,25 @@ def _verl_tool_base() -> type:
     return BaseTool
 
 
-def _question_info(extra_field: dict) -> tuple[object, str | None]:
+def _question_info(extra_field: object) -> tuple[object, str | None]:
     """The per-question `extra_info` and `data_source` from one request's extra field.
 
     verl-tool's agent loop sends the parquet row's `extra_info` flattened into the extra field (and
-    not `data_source`, which our RL data therefore also writes inside `extra_info`).
+    not `data_source`, which our RL data therefore also writes inside `extra_info`). Anything but a
+    mapping is passed on as is, so the environment's field check names what is wrong with it.
     """
+    if not isinstance(extra_field, dict):
+        return extra_field, None
     info = extra_field.get("extra_info", extra_field)
     source = extra_field.get("data_source")
     if source is None and isinstance(info, dict):
         source = info.get("data_source")
-    return info, source
+    return info, source if isinstance(source, str) else None
+
+
+def _flag(extra_field: object, key: str) -> bool:
+    """Whether the request flag `key` (is_last_step, finish) is set in an extra field."""
+    return isinstance(extra_field, dict) and bool(extra_field.get(key))
 
 
 class LongVideoNavTool(_verl_tool_base()):
@@ -68,8 +76,15 @@ class LongVideoNavTool(_verl_tool_base()):
         return action, True
 
     def conduct_action(self, trajectory_id: str, action: str, extra_field: dict) -> tuple[str, bool, bool]:
-        """Serve one turn: (observation text, done, valid)."""
-        info, source = _question_info(extra_field or {})
+        """Serve one turn: (observation text, done, valid); never raises, a turn that is not text is explained."""
+        if not isinstance(action, str):
+            # verl-tool's request model sends text; anything else is a caller's bug, told to the model as invalid.
+            logger.error("trajectory %s: the action is a %s, not the model's turn text", trajectory_id,
+                         type(action).__name__)
+            reason = (f"the turn arrived as {type(action).__name__}, not text: expected the model's turn, "
+                      "a thought then one tool block or one answer block")
+            return prompts.error_observation(reason), False, False
+        info, source = _question_info(extra_field if extra_field is not None else {})
         try:
             observation = self.env.step(trajectory_id, action, info, source)
         # verl-tool would turn an exception into an empty observation that ends the trajectory; a bug of
@@ -82,20 +97,34 @@ class LongVideoNavTool(_verl_tool_base()):
 
     def get_observations(self, trajectory_ids: list[str], actions: list[str],
                          extra_fields: list[dict]) -> tuple[list[str], list[bool], list[bool]]:
-        """verl-tool's batch call: observations, dones and valids in request order; frees finished trajectories."""
+        """verl-tool's batch call: observations, dones and valids in request order; frees finished trajectories.
+
+        ValueError when the three lists differ in length: verl-tool's request model refuses such a request
+        before it reaches a tool, so only a caller's bug gets here, and pairing would drop turns silently.
+        """
+        batch = {"trajectory_ids": trajectory_ids, "actions": actions, "extra_fields": extra_fields}
+        for name, value in batch.items():
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"get_observations takes {name} as a list, got {type(value).__name__}")
+        lengths = (len(trajectory_ids), len(actions), len(extra_fields))
+        if len(set(lengths)) != 1:
+            raise ValueError(f"get_observations takes one action and one extra field per trajectory id, got "
+                             f"{lengths[0]} trajectory ids, {lengths[1]} actions and {lengths[2]} extra fields")
         if len(trajectory_ids) <= 1 or self.num_workers == 1:
             results = list(map(self.conduct_action, trajectory_ids, actions, extra_fields))
         else:
             with ThreadPoolExecutor(max_workers=min(self.num_workers, len(trajectory_ids))) as pool:
                 results = list(pool.map(self.conduct_action, trajectory_ids, actions, extra_fields))
         self.maybe_cleanup_env(trajectory_ids, actions, extra_fields)
+        if not results:
+            return [], [], []
         observations, dones, valids = (list(column) for column in zip(*results, strict=True))
         return observations, dones, valids
 
     def maybe_cleanup_env(self, trajectory_ids: list[str], actions: list[str], extra_fields: list[dict]) -> None:
         """Free the state of trajectories whose request marks their last step or finish."""
         for trajectory_id, extra_field in zip(trajectory_ids, extra_fields, strict=True):
-            if (extra_field or {}).get("is_last_step") or (extra_field or {}).get("finish"):
+            if _flag(extra_field, "is_last_step") or _flag(extra_field, "finish"):
                 self.env.end(trajectory_id)
 
     def has_env(self, trajectory_id: str) -> bool:

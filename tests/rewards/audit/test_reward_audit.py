@@ -166,3 +166,38 @@ def test_cli_sweep_audits_each_preset(tmp_path):
         assert (run / "audit" / "scores.png").stat().st_size > 1000
         table = (run / "audit" / "table.md").read_text()
         assert f"### {preset} (score range" in table and table.count("### ") == 1
+
+
+def _write(path: Path, data: object) -> Path:
+    """`data` as JSON (a str or bytes as is) at `path`."""
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+AUDIT_INPUT_ERRORS = {
+    # name: (settings file contents given tmp_path, parts of the one error line)
+    "settings_truncated": (lambda tmp: '{"specs": {', ["settings.json: cannot read the audit settings",
+                                                       "expected the JSON object"]),
+    "settings_missing_keys": (lambda tmp: {"specs": {}}, ["settings.json: audit settings without", "'questions'"]),
+    "parquet_not_parquet": (lambda tmp: settings({}, parquet=str(_write(tmp / "rl.parquet", b"not parquet")),
+                                                 caption_dir=str(tmp)),
+                            ["rl.parquet: cannot read it as a parquet table", "expected an RL parquet"]),
+    "bad_spec": (lambda tmp: settings({"x": {"components": {"no_such": {"weight": 1}}}}), ["no_such"]),
+}
+
+
+@pytest.mark.parametrize("case", list(AUDIT_INPUT_ERRORS))
+def test_an_input_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str):
+    """Settings or a parquet the audit cannot read give one `error:` line naming the file, and exit code 2."""
+    from rewards.audit.run import main
+
+    contents, parts = AUDIT_INPUT_ERRORS[case]
+    path = _write(tmp_path / "settings.json", contents(tmp_path))
+    code = main(["--settings", str(path), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err

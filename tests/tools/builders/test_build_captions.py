@@ -184,6 +184,26 @@ def test_leftover_temporary_files_and_broken_trees_do_not_count_as_finished(
     assert "b.json: not valid JSON" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("broken", "reason"), [
+    (b'{"width": 2, "captions": "caf\xe9"}', "b.json: not valid UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "b.json: JSON nested too deep to read"),
+], ids=["not-utf8", "nested-too-deep"])
+def test_an_unreadable_finished_tree_is_named_and_captioned_again(
+        tmp_path: Path, video_dir: Path, vlm: FakeVLM, capsys: pytest.CaptureFixture[str], broken: bytes,
+        reason: str) -> None:
+    """An existing output that is not UTF-8 or nests too deep is one named line, then captioned again: exit 0."""
+    output = tmp_path / "captions"
+    assert build(tmp_path, video_dir, vlm) == 0
+    (output / "b.json").write_bytes(broken)
+    before = len(vlm.chat_requests())
+    capsys.readouterr()
+    assert build(tmp_path, video_dir, vlm) == 0
+    assert len(vlm.chat_requests()) - before == SEGMENTS_PER_VIDEO
+    assert load_caption_tree(output / "b.json").width == 2
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "captioning b again" in line]
+    assert reason in line
+
+
 def test_a_video_the_vlm_fails_on_is_not_written_and_named_while_the_other_finishes(
         tmp_path: Path, video_dir: Path, vlm: FakeVLM, capsys: pytest.CaptureFixture[str]) -> None:
     """The VLM gives no answer for segments ending at 12 s (only b has them): exit 1, b absent and named, a done."""

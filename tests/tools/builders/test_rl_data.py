@@ -39,8 +39,8 @@ from tools.environment.plain_data import plain_data
 EXTRA_INFO_KEYS = {"index", "split", "data_source", "question_id", "video_uid", "question", "options",
                    "clue_intervals", "width", "duration", "fps"}
 CHOICES = ["a dog", "a red car", "a kite", "a lamp"]
-# The small videos of the hand-written cases: width 2 (8 leaves of 10 s) over 80 s.
-WIDTH, DURATION = 2, 80.0
+# The small videos of the hand-written cases: width 3 (27 leaves of about 3 s) over 80 s.
+WIDTH, DURATION = 3, 80.0
 # The recipe=tiny turn budget, stated in the system prompt the stage writes.
 TINY_MAX_TURNS = 15
 
@@ -246,6 +246,16 @@ def _not_json(captions: Path, uid: str) -> None:
     (captions / f"{uid}.json").write_text("{")
 
 
+def _not_utf8(captions: Path, uid: str) -> None:
+    """A caption file in Latin-1, not UTF-8."""
+    (captions / f"{uid}.json").write_bytes('{"width": 3, "captions": "caf\u00e9"}'.encode("latin-1"))
+
+
+def _nested_too_deep(captions: Path, uid: str) -> None:
+    """A caption file whose JSON nests deeper than the parser goes."""
+    (captions / f"{uid}.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
 def _recorded(duration: float | None):
     """A valid caption file that records `duration` (none when None)."""
     return lambda captions, uid: write_caption(captions, uid, recorded=duration)
@@ -260,8 +270,15 @@ REJECTIONS = {
     # name: (caption writer, overrides of the bad row, video writer or None for no video_dir, reason, detail parts)
     "missing_caption": (_missing, {}, None, "caption_tree", ["{captions}/bad.json", "caption file not found"]),
     "low_node_missing": (_low_node_missing, {}, None, "caption_tree",
-                         ["{captions}/bad.json", "level 'low'", "expected 8 nodes (width 2 ** 3), got 7"]),
+                         ["{captions}/bad.json", "level 'low'", "expected 27 nodes (width 3 ** 3), got 26"]),
     "caption_not_json": (_not_json, {}, None, "caption_tree", ["{captions}/bad.json", "not valid JSON"]),
+    "caption_not_utf8": (_not_utf8, {}, None, "caption_tree", ["{captions}/bad.json", "not valid UTF-8"]),
+    "caption_nested_too_deep": (_nested_too_deep, {}, None, "caption_tree",
+                                ["{captions}/bad.json", "nested too deep"]),
+    # The reward's own reading of the row refuses it (compute_score would raise mid-training).
+    "clues_after_the_video": (_recorded(None), {"clue_intervals": [[900.0, 950.0]]}, None, "reward_input",
+                              ["{annotations} row 2", "the reward would refuse", "clue_intervals",
+                               "no interval overlaps the video [0, 80.0]s"]),
     "duration_mismatch": (_recorded(85.0), {}, None, "duration_mismatch",
                           ["{annotations} row 2", "{captions}/bad.json", "85 s", "80 s"]),
     "no_duration": (_recorded(None), {"duration": None}, None, "no_duration",
@@ -318,6 +335,36 @@ def test_rejections_of_every_kind_in_one_file(tmp_path: Path) -> None:
         (3, "bad_answer"), (2, "caption_tree"), (4, "duration_mismatch")]
     assert report["rejected_by_reason"] == {"bad_answer": 1, "caption_tree": 1, "duration_mismatch": 1}
     assert sorted(rows_by_question(tmp_path / "out")) == ["q1", "q5"]
+
+
+def test_every_written_row_is_one_the_reward_scores(tmp_path: Path) -> None:
+    """Rows with clues partly outside the video are written (clipped by the reward); compute_score reads each one."""
+    from rewards.score import compute_score
+
+    write_caption(tmp_path / "captions", "good")
+    records = [cg_record("good", "q1", clue_intervals=[[70.0, 95.0]]), cg_record("good", "q2", clue_intervals=None),
+               cg_record("good", "q3", clue_intervals=[[81.0, 90.0]])]
+    build(settings(write_json(tmp_path / "a.json", records), tmp_path / "captions"), tmp_path / "out")
+    rows = rows_by_question(tmp_path / "out")
+    assert sorted(rows) == ["q1", "q2"] and [e["reason"] for e in rejected(tmp_path / "out")] == ["reward_input"]
+    for _, row in rows.values():
+        score = compute_score(row["data_source"], "<answer>B</answer>", row["reward_model"]["ground_truth"],
+                              row["extra_info"])
+        assert score["score"] > 0
+
+
+def test_duplicate_question_ids_are_rejected_after_the_first(tmp_path: Path) -> None:
+    """26 rows with 24 question ids give 24 rows; each later copy is rejected as duplicate_id naming the first row."""
+    write_caption(tmp_path / "captions", "good")
+    records = [cg_record("good", f"q{index}") for index in range(24)]
+    records[5:5] = [cg_record("good", "q1")]
+    records.append(cg_record("good", "q20"))
+    report = build(settings(write_json(tmp_path / "a.json", records), tmp_path / "captions"), tmp_path / "out")
+    assert report["rows"]["train"] == 24 and sorted(rows_by_question(tmp_path / "out")) == sorted(
+        f"q{index}" for index in range(24))
+    assert [(e["row"], e["question_id"], e["reason"]) for e in rejected(tmp_path / "out")] == [
+        (6, "q1", "duplicate_id"), (26, "q20", "duplicate_id")]
+    assert "appears earlier, on row 2" in rejected(tmp_path / "out")[0]["detail"]
 
 
 # Where the duration comes from.
@@ -443,6 +490,44 @@ def test_main_builds_from_a_settings_file(demo: Path, tmp_path: Path, monkeypatc
     assert "train 16 rows / 2 videos, val 16 rows / 2 videos, 32 with clue intervals; rejected 0" in out
     assert f"wrote {tmp_path / 'o' / 'train.parquet'}" in out and f"wrote {tmp_path / 'o' / 'val.parquet'}" in out
     assert read_split(tmp_path / "o", "val")["prompt"][0][0]["content"] == prompts.system_prompt(9)
+
+
+def _settings_file(tmp_path: Path, annotations: object) -> Path:
+    """A settings file over `annotations` (a list of records) and one good caption tree."""
+    write_caption(tmp_path / "captions", "good")
+    values = {"annotations": str(write_json(tmp_path / "a.json", annotations)), "format": "cgbench",
+              "data_source": "demo", "caption_dir": str(tmp_path / "captions"), "video_dir": None, "max_turns": 9,
+              "val_fraction": 0.0, "seed": 1}
+    return write_json(tmp_path / "settings.json", values)
+
+
+MAIN_INPUT_ERRORS = {
+    # name: (what to do to the settings file, what the one line names)
+    "nothing_buildable": (lambda path, tmp: None, ["a.json: no question could be built", "expected at least one"]),
+    "settings_not_json": (lambda path, tmp: path.write_text("{"), ["settings.json: cannot read the settings",
+                                                                   "expected the JSON object"]),
+    "settings_missing_key": (lambda path, tmp: path.write_text("{}"), ["rl_data settings without", "annotations"]),
+    "output_holds_a_build": (lambda path, tmp: (tmp / "o").mkdir() or (tmp / "o" / "report.json").write_text("{}"),
+                             ["already holds ['report.json']"]),
+    "annotations_not_a_list": (lambda path, tmp: write_json(tmp / "a.json", {"rows": []}),
+                               ["a.json: top level is a dict; expected a JSON list"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MAIN_INPUT_ERRORS))
+def test_main_reports_an_input_error_in_one_line_and_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], case: str) -> None:
+    """An input that cannot be built is one `error:` line on stderr naming the file, and exit code 2."""
+    change, parts = MAIN_INPUT_ERRORS[case]
+    settings_file = _settings_file(tmp_path, [cg_record("gone", "q1")])
+    change(settings_file, tmp_path)
+    monkeypatch.setattr(sys, "argv", ["rl_data", "--settings", str(settings_file), "--output", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_info:
+        rl_data.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err
 
 
 # The rl_data stage.

@@ -235,7 +235,7 @@ def test_check_trajectory(base: dict, mutate: Callable[[dict], None], flags: dic
 
 def test_every_reason_is_exercised() -> None:
     """Every REASONS key is produced by a check row or the mixed-file build below (schema, duplicate, captions)."""
-    built_here = {"schema", "duplicate_id", "caption_tree"}
+    built_here = {"schema", "duplicate_id", "caption_tree"} | {case[1] for case in SHARED_ROW_CHECKS.values()}
     assert set(REASONS) == {row[-1] for row in CHECK_ROWS if row[-1]} | built_here
 
 
@@ -308,6 +308,49 @@ def test_a_mixed_file_is_counted_by_reason(demo_root: Path, demo_lines: list[dic
     assert [s["messages"][1]["value"].splitlines()[0] for s in samples] == [f"Question: {g['question']}" for g in good]
 
 
+def _latin1_tree(data: dict, captions: Path) -> None:
+    """The trajectory's caption file (in a folder of its own data source) is Latin-1, not UTF-8."""
+    data["data_source"] = "broken"
+    (captions / f"{data['video_uid']}.json").write_bytes('{"width": 4, "captions": "caf\u00e9"}'.encode("latin-1"))
+
+
+def _nested_tree(data: dict, captions: Path) -> None:
+    """The trajectory's caption file nests deeper than the JSON parser goes."""
+    data["data_source"] = "broken"
+    (captions / f"{data['video_uid']}.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+SHARED_ROW_CHECKS = {
+    # name: (mutation of a valid trajectory given its own caption folder, reason, parts of the detail)
+    "duration_other_than_the_tree": (lambda d, _: d.update(duration=999.0), "duration_mismatch",
+                                     ["the caption file's duration is", "the question's is 999 s"]),
+    "clues_after_the_video": (lambda d, _: d.update(clue_intervals=[[d["duration"] + 10, d["duration"] + 20]]),
+                              "reward_input", ["mixed.jsonl:2:", "the reward would refuse", "clue_intervals",
+                                               "no interval overlaps the video"]),
+    "tree_not_utf8": (_latin1_tree, "caption_tree", ["broken", "not valid UTF-8"]),
+    "tree_nested_too_deep": (_nested_tree, "caption_tree", ["broken", "nested too deep"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SHARED_ROW_CHECKS))
+def test_the_checks_every_builder_shares_drop_the_line(demo_root: Path, demo_lines: list[dict], tmp_path: Path,
+                                                       case: str) -> None:
+    """A trajectory the RL builder or the reward would refuse is dropped with its reason; the next line is kept."""
+    mutate, reason, parts = SHARED_ROW_CHECKS[case]
+    captions = tmp_path / "broken_captions"
+    captions.mkdir()
+    bad, good = copy.deepcopy(demo_lines[0]), copy.deepcopy(demo_lines[1])
+    mutate(bad, captions)
+    settings = settings_for(demo_root, write_jsonl(tmp_path / "mixed.jsonl", [good, bad, demo_lines[2]]))
+    settings.caption_dirs["sources"] = {"broken": str(captions)}
+    report = build(settings, tmp_path / "out").to_dict()
+    assert (report["kept"], report["dropped_by_reason"]) == (2, {reason: 1})
+    (dropped,) = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert (dropped["line"], dropped["id"], dropped["reason"]) == (2, bad["id"], reason)
+    for part in parts:
+        assert part in dropped["detail"], dropped
+
+
 def test_build_refuses_an_existing_sft_json(demo_root: Path, tmp_path: Path) -> None:
     """A second build into the same folder raises FileExistsError and leaves the first sft.json as it was."""
     output = tmp_path / "out"
@@ -328,6 +371,28 @@ def test_build_with_nothing_kept_names_dropped_jsonl(demo_root: Path, demo_lines
         build(settings_for(demo_root, write_jsonl(tmp_path / "wrong.jsonl", rows)), output)
     assert len((output / "dropped.jsonl").read_text().splitlines()) == 2
     assert not (output / "sft.json").exists() and not list(output.glob(".sft.json.*"))
+
+
+def test_main_with_nothing_kept_is_one_line_and_exit_2(demo_root: Path, demo_lines: list[dict], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m tools.builders.sft_data` with every line dropped prints one `error:` line naming the file; exit 2."""
+    from tools.builders import sft_data
+
+    wrong = copy.deepcopy(demo_lines[0])
+    _wrong(wrong)
+    trajectories = write_jsonl(tmp_path / "wrong.jsonl", [wrong])
+    values = {"source": "trajectories", "input": str(trajectories), "observation_role": "user",
+              "max_turns": DEMO_MAX_TURNS, "keep_wrong": False, "keep_hinted": False, "keep_invalid_turns": False,
+              "caption_dirs": {"default": str(demo_root / "captions")}}
+    (tmp_path / "settings.json").write_text(json.dumps(values))
+    monkeypatch.setattr("sys.argv", ["sft_data", "--settings", str(tmp_path / "settings.json"),
+                                     "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        sft_data.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {trajectories}: no trajectory was kept") and "dropped.jsonl" in err
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tools.environment import actions
 from tools.environment.actions import (
     ACTION_TAGS,
+    CALL_CACHE_BYTES,
     MAX_CALL_CHARS,
     VALID_FORMS,
     Answer,
@@ -165,6 +169,53 @@ def test_python_in_a_tool_block_is_never_executed(tmp_path: Path, monkeypatch: p
     assert isinstance(direct, ParseError)
 
 
+def retained_bytes(bodies: object) -> int:
+    """How many bytes stay allocated after parsing each body (each built, parsed and dropped in turn), cold cache."""
+    parse_call.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for body in bodies:
+            parse_call(body)
+            # Only the cache may keep a body alive.
+            del body
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        parse_call.cache_clear()
+
+
+def test_the_call_cache_stays_within_its_byte_bound() -> None:
+    """600 distinct 16 KB bodies (10 MB) leave at most CALL_CACHE_BYTES in the cache, counted and measured."""
+    # Non-ASCII text makes each character 4 bytes: the costliest body the cache accepts (refused at its name, fast).
+    def bodies() -> object:
+        return (f"search({index}" + "\N{GRINNING FACE}" * (MAX_CALL_CHARS - 20) for index in range(600))
+
+    assert retained_bytes(bodies()) <= CALL_CACHE_BYTES
+    cache = actions._CALL_CACHE
+    for body in bodies():
+        parse_call(body)
+        assert cache.bytes <= CALL_CACHE_BYTES
+    assert sum(sys.getsizeof(key) for key in cache.entries) <= cache.bytes
+    assert 0 < len(cache.entries) < 600
+
+
+def test_bodies_longer_than_any_call_take_no_cache_room() -> None:
+    """Forty distinct 1 MB bodies (the old cache kept every one) leave next to nothing allocated."""
+    bodies = (f"get_caption((1, 2)){' ' * (1 << 20)}{index}" for index in range(40))
+    assert retained_bytes(bodies) < 1 << 20
+
+
+def test_cache_hits_return_the_same_result() -> None:
+    """A cached parse is the very object the first parse returned, equal to a parse from a cold cache."""
+    parse_call.cache_clear()
+    calls = ['video_qa((1, 2, 3), "who?")', "get_caption((1, 2),)", "search(x)", "get_caption((1, 2))"]
+    first = [parse_call(call) for call in calls]
+    assert all(parse_call(call) is result for call, result in zip(calls, first, strict=True))
+    parse_call.cache_clear()
+    assert [parse_call(call) for call in calls] == first
+
+
 @pytest.mark.parametrize(("text", "action", "phrase"), [
     ("<tool>get_caption((1, 2))</tool>", GetCaption((1, 2)), "must start with <think>"),
     ("I will look.<think>t</think><answer>B</answer>", Answer("B", "B"), "must start with <think>"),
@@ -203,15 +254,19 @@ def test_missing_think_leaves_no_thought() -> None:
     ("The answer is D", "D"),
     ("a dog", None),
     ("AB", None),
-    ("b", None),
+    ("b", "B"),
     ("", None),
     ("(dog)", None),
     ("I think B", None),
     ("B a dog", None),
     ("B, a dog", "B"),
+    ("B, or maybe C", None),
+    ("A. red car", "A"),
+    ("A red car", None),
 ], ids=["bare", "dot", "parens", "brackets", "spaces", "dot-text", "paren-text", "Option", "option-lower",
         "Answer-colon", "the-answer-is-colon", "The-answer-is", "text-only", "two-letters", "lowercase", "empty",
-        "paren-word", "sentence", "letter-then-word", "comma-text"])
+        "paren-word", "sentence", "letter-then-word", "comma-text", "hedge-after-comma",
+        "A-dot-text", "article"])
 def test_letter_form(text: str, letter: str | None) -> None:
     """The option letter is read from the usual answer spellings, and None when there is no single letter."""
     assert letter_form(text) == letter

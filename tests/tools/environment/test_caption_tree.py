@@ -165,11 +165,16 @@ def test_malformed_tree_error_names_file_level_and_index(tmp_path: Path, summary
     (None, "not found"),
     ("[1, 2, 3]", "expected a JSON object"),
     ('"a string"', "expected a JSON object"),
-], ids=["not-json", "empty-file", "missing-file", "top-level-list", "top-level-string"])
-def test_unreadable_file_error_names_the_path(tmp_path: Path, content: str | None, phrase: str) -> None:
-    """Missing files, invalid JSON and non-object JSON raise CaptionTreeError naming the path."""
+    (b'{"width": 4, "captions": "\xff\xfe"}', "not valid UTF-8 (byte 26); expected a UTF-8 JSON object"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deep to read; expected a UTF-8 JSON object"),
+], ids=["not-json", "empty-file", "missing-file", "top-level-list", "top-level-string", "latin-1-bytes",
+        "nested-too-deep"])
+def test_unreadable_file_error_names_the_path(tmp_path: Path, content: str | bytes | None, phrase: str) -> None:
+    """Missing, non-UTF-8, invalid, too deeply nested and non-object JSON raise CaptionTreeError naming the path."""
     path = tmp_path / "video.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content, encoding="utf-8")
     with pytest.raises(CaptionTreeError) as info:
         load_caption_tree(path)
@@ -279,3 +284,22 @@ def test_caption_path_for_plain_uids(tmp_path: Path, video_uid: str) -> None:
     path = caption_path(tmp_path, video_uid)
     assert path == tmp_path / f"{video_uid}.json"
     assert path.parent == tmp_path
+
+
+@pytest.mark.parametrize(("content", "phrase"), [
+    (b'{"width": 4, "captions": "caf\xe9"}', "not valid UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+], ids=["latin-1-bytes", "nested-too-deep"])
+def test_the_tool_explains_an_unreadable_caption_file(tmp_path: Path, content: bytes, phrase: str) -> None:
+    """The navigation tool answers a call on an unreadable tree with a tool error naming the file, not a crash."""
+    from tools.environment.navigation import NavigationEnv
+    from tools.environment.tool_settings import settings_from_dict
+
+    (tmp_path / "video.json").write_bytes(content)
+    env = NavigationEnv(settings_from_dict({"default": {"caption_dir": str(tmp_path), "video_dir": str(tmp_path),
+                                                        "vlm": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}}))
+    observation = env.step("t", "<think>look</think><tool>get_caption((1, 1))</tool>",
+                           {"video_uid": "video", "duration": 600.0, "width": 4})
+    assert not observation.valid and observation.kind == "tool_error"
+    assert f"{tmp_path / 'video.json'}: " in observation.text and phrase in observation.text
+    assert "internal error" not in observation.text

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tools.environment import geometry
 from tools.environment.geometry import (
+    MAX_WIDTH,
+    MIN_WIDTH,
+    SMALLEST_MIN_WIDTH,
     GeometryError,
     check_ids,
+    check_width,
     ids_of,
     index_of,
     segment_at,
@@ -58,6 +64,46 @@ def test_width_for_duration_formula_and_clamp(duration: float, expected: int) ->
 def test_width_for_duration_mlvu_min_width_3(duration: float, expected: int) -> None:
     """MLVU's minimum width of 3 lowers only the lower clamp."""
     assert width_for_duration(duration, min_width=3) == expected
+
+
+@pytest.mark.parametrize(("width", "expected"), [(3, 3), (4, 4), (8, 8), (5.0, 5)], ids=["3", "4", "8", "5.0"])
+def test_check_width_accepts_the_widths_the_rule_makes(width: object, expected: int) -> None:
+    """Every width from MLVU's minimum 3 to the maximum 8 is a tree's width; a whole float reads as its int."""
+    assert check_width(width) == expected and type(check_width(width)) is int
+
+
+@pytest.mark.parametrize(("width", "phrases"), [
+    (1, ("extra_info.width=1", "outside 3..8", "min_width 4, or 3 for MLVU")),
+    (2, ("extra_info.width=2", "outside 3..8")),
+    (9, ("extra_info.width=9", "outside 3..8", "max_width 8")),
+    (100, ("extra_info.width=100", "outside 3..8")),
+    (0, ("extra_info.width=0",)),
+    (-4, ("extra_info.width=-4",)),
+    (4.5, ("extra_info.width", "whole number", "4.5")),
+    (True, ("extra_info.width", "whole number", "True")),
+    (None, ("extra_info.width", "whole number", "None")),
+    ("4", ("extra_info.width", "whole number", "'4'")),
+], ids=["1", "2", "9", "100", "0", "negative", "fraction", "bool", "none", "string"])
+def test_check_width_refuses_widths_no_tree_has(width: object, phrases: tuple[str, ...]) -> None:
+    """A width outside 3..8 or not a whole number is refused, naming the field and the allowed range."""
+    with pytest.raises(GeometryError) as raised:
+        check_width(width, "extra_info.width")
+    for phrase in phrases:
+        assert phrase in str(raised.value)
+
+
+@FAST
+@given(DURATIONS, st.integers(SMALLEST_MIN_WIDTH, MIN_WIDTH))
+def test_every_width_the_rule_makes_passes_the_check(duration: float, min_width: int) -> None:
+    """width_for_duration with any minimum in use (MLVU's 3, the paper's 4) gives a width check_width accepts."""
+    assert check_width(width_for_duration(duration, min_width)) == width_for_duration(duration, min_width)
+
+
+def test_the_caption_builder_defaults_are_the_geometry_bounds() -> None:
+    """configs/captions/default.yaml builds trees with geometry's MIN_WIDTH and MAX_WIDTH (one width rule)."""
+    path = Path(__file__).resolve().parents[3] / "configs" / "captions" / "default.yaml"
+    settings_data = yaml.safe_load(path.read_text())
+    assert (settings_data["min_width"], settings_data["max_width"]) == (MIN_WIDTH, MAX_WIDTH)
 
 
 @pytest.mark.parametrize("duration", [0, 0.0, -1.0, -1e9, math.nan, math.inf, -math.inf, None, "600", True],

@@ -156,3 +156,53 @@ def test_an_internal_error_is_logged_and_explained(tool: LongVideoNavTool, monke
     assert reply == {"observations": ["The tool failed: internal error in the navigation tool (KeyError). "
                                       "Try another action or answer."], "dones": [False], "valids": [False]}
     assert "KeyError: 'boom'" in caplog.text
+
+
+@pytest.mark.parametrize("action", [None, 7, 2.5, b"<answer>B</answer>", ["get_caption((1, 1))"], {"a": 1}],
+                         ids=["none", "int", "float", "bytes", "list", "dict"])
+def test_an_action_that_is_not_text_is_explained(tool: LongVideoNavTool, action: object) -> None:
+    """A non-str action (the old handler sliced it and raised) gets an invalid-turn observation saying what was
+    expected, through conduct_action and through the batch call alike."""
+    text, done, valid = tool.conduct_action("t", action, extra_info())
+    assert (done, valid) == (False, False)
+    assert text.startswith("Invalid action: ") and type(action).__name__ in text
+    assert "expected the model's turn" in text and "get_caption((h, m))" in text
+    assert tool.get_observations(["t"], [action], [extra_info()]) == ([text], [False], [False])
+
+
+@pytest.mark.parametrize(("extra_field", "phrase"), [
+    (None, "extra_info.video_uid"), ([], "extra_info must be a mapping"), ("clip", "extra_info must be a mapping"),
+    (3, "extra_info must be a mapping"), ({"extra_info": 5}, "extra_info must be a mapping"),
+], ids=["none-as-empty", "list", "string", "int", "nested-int"])
+def test_an_extra_field_that_is_not_a_mapping_is_explained(tool: LongVideoNavTool, extra_field: object,
+                                                           phrase: str) -> None:
+    """A call whose extra field is not a question's mapping is answered with the field check's reason, not an error
+    (None reads as verl-tool's empty default)."""
+    observations, dones, valids = tool.get_observations(["t"], [turn("get_caption((1, 1))")], [extra_field])
+    assert (dones, valids) == ([False], [False])
+    assert phrase in observations[0]
+
+
+@pytest.mark.parametrize(("ids", "actions", "fields", "counts"), [
+    (["a", "b"], ["x"], [{}, {}], "2 trajectory ids, 1 actions and 2 extra fields"),
+    (["a"], ["x", "y"], [{}], "1 trajectory ids, 2 actions and 1 extra fields"),
+    (["a", "b"], ["x", "y"], [{}], "2 trajectory ids, 2 actions and 1 extra fields"),
+    (["a"], ["x"], [{}, {}, {}], "1 trajectory ids, 1 actions and 3 extra fields"),
+    ([], ["x"], [], "0 trajectory ids, 1 actions and 0 extra fields"),
+], ids=["fewer-actions", "more-actions", "fewer-fields", "more-fields", "no-ids"])
+def test_a_batch_of_mismatched_lengths_is_refused(tool: LongVideoNavTool, ids: list, actions: list, fields: list,
+                                                  counts: str) -> None:
+    """Lists of different lengths (verl-tool's request model refuses them) raise, naming every length."""
+    with pytest.raises(ValueError, match=counts):
+        tool.get_observations(ids, actions, fields)
+
+
+def test_a_batch_that_is_not_lists_is_refused(tool: LongVideoNavTool) -> None:
+    """A batch argument that is not a list raises TypeError naming it."""
+    with pytest.raises(TypeError, match="takes actions as a list, got NoneType"):
+        tool.get_observations(["a"], None, [{}])
+
+
+def test_an_empty_batch_gives_empty_lists(tool: LongVideoNavTool) -> None:
+    """No trajectory ids, no results (not an unpacking error)."""
+    assert tool.get_observations([], [], []) == ([], [], [])
