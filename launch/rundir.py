@@ -232,6 +232,17 @@ def fault_point(phase: str, stopped: Callable[[], bool] = lambda: False) -> None
         time.sleep(0.05)
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """A copy of a command line with the values of secret-looking `KEY=VALUE` overrides replaced."""
+    redacted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        # An override's key may carry Hydra's +, ++ or ~ prefix and is dotted: its last part names it.
+        secret = sep and value and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1])
+        redacted.append(f"{key}={REDACTED}" if secret else arg)
+    return redacted
+
+
 def redact_secrets(value: Any) -> Any:
     """A copy of a config tree with the values of secret-looking keys replaced."""
     if isinstance(value, dict):
@@ -289,7 +300,7 @@ def write_provenance(run_dir: Path, attempt: int, seed: int | None, source_dir: 
     diff = _run_quiet(["git", "diff", "HEAD"], source_dir)
     (out / "git_diff.patch").write_text(f"# git status --porcelain\n{status}\n{diff}")
     (out / "pip_freeze.txt").write_text(_run_quiet([sys.executable, "-m", "pip", "freeze"], source_dir))
-    (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
+    (out / "command.txt").write_text(" ".join(redact_argv(sys.argv)) + "\n")
     (out / "seed.txt").write_text(f"{seed}\n")
     host = os.uname().nodename
     (out / "host.txt").write_text(f"{host}\n")

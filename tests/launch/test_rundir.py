@@ -433,3 +433,29 @@ def test_run_root_that_is_a_file_is_named(tmp_path: Path) -> None:
     check_run_root(tmp_path / "missing" / "runs")
     with pytest.raises(RunDirError, match=rf"{tmp_path / 'file'} is a file; expected a directory"):
         create_new_dir(tmp_path / "file" / "sft" / "r")
+
+
+@pytest.mark.parametrize(("arg", "expected"), [
+    ("+trajectories.extra_body.api_key=sk-123", "+trajectories.extra_body.api_key=<redacted>"),
+    ("++eval.extra_body.Token=abc", "++eval.extra_body.Token=<redacted>"),
+    ("wandb.password=hunter2", "wandb.password=<redacted>"),
+    ("sft.learning_rate=1e-5", "sft.learning_rate=1e-5"),
+    ("wandb.api_key_env=WANDB_API_KEY", "wandb.api_key_env=WANDB_API_KEY"),
+    ("name=token", "name=token"),
+    ("--dry-run", "--dry-run"),
+])
+def test_command_line_secrets_are_redacted(arg: str, expected: str) -> None:
+    """Only the value of an override whose key looks secret is replaced; other arguments stay as given."""
+    from launch.rundir import redact_argv
+
+    assert redact_argv(["launch", "sft", arg]) == ["launch", "sft", expected]
+
+
+def test_provenance_command_line_holds_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """command.txt records the command with a secret override's value replaced."""
+    from launch.rundir import write_provenance
+
+    monkeypatch.setattr(sys, "argv", ["launch", "trajectories", "+trajectories.extra_body.api_key=MARKER-42"])
+    out = write_provenance(tmp_path, 0, 1, tmp_path)
+    command = (out / "command.txt").read_text()
+    assert "MARKER-42" not in command and "+trajectories.extra_body.api_key=<redacted>" in command
