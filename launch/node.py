@@ -80,7 +80,7 @@ def run_part(part: str, plan_path: Path, attempt: int) -> int:
     here if another attempt of the run is live; it waits only for its submitter to let go of the lock.
     """
     plan = Plan.from_yaml(plan_path.read_text())
-    prepare, main, finish = PARTS[part]
+    prepare, _main, _finish = PARTS[part]
     if not prepare:
         return _run_part(plan, part, attempt)
     # The submitter created the run's directory; a Plan submitted by hand may name a new one.
