@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig
 
 from launch import slurm
-from launch.compose import ConfigError, compose_config, expand_sweep, recipe_names, to_container
+from launch.compose import Composed, ConfigError, compose_config, expand_sweep, recipe_names, to_container
 from launch.local import LocalExecutor
 from launch.plan import Plan
 from launch.rundir import (
@@ -25,7 +24,6 @@ from launch.rundir import (
     create_new_dir,
     fault_point,
     new_run_name,
-    redact_secrets,
     run_dir_for,
     write_config,
     write_provenance,
@@ -175,7 +173,7 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
     resolved = to_container(config)
     if dry_run:
         print("# composed config (secrets removed)")
-        print(yaml.safe_dump(redact_secrets(resolved), sort_keys=False))
+        print(yaml.safe_dump(resolved, sort_keys=False))
         print(f"# Plan (dry run: nothing was created or started); run directory would be {run_dir}")
         print(plan.to_yaml())
         if on_slurm:
@@ -187,9 +185,10 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
                           "or add resume=true to continue that run")
     check_run_root(config.run_root)
     claim = claim_run_dir(run_dir, resume, "submit" if on_slurm else "launch",
-                          check_busy=slurm.refuse_if_job_active if on_slurm and resume else None)
+                          # A resume of a run submitted to Slurm, with either launcher, waits for its jobs to end.
+                          check_busy=slurm.refuse_if_job_active if resume else None)
     try:
-        return _run_claimed(claim, stage, name, group, plan, config, resolved, python)
+        return _run_claimed(claim, stage, name, group, plan, composed, python)
     except Interrupted:
         print(f"[launch] interrupted before attempt {claim.attempt} of {run_dir} started its Plan; continue the run "
               f"with resume=true name={name}", file=sys.stderr)
@@ -198,30 +197,32 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
         claim.lock.release()
 
 
-def _run_claimed(claim: RunClaim, stage: str, name: str, group: str, plan: Plan, config: DictConfig,
-                 resolved: dict, python: str) -> int:
+def _run_claimed(claim: RunClaim, stage: str, name: str, group: str, plan: Plan, composed: Composed,
+                 python: str) -> int:
     """Write the claimed attempt's config and provenance, then run its Plan here or submit it to Slurm."""
     run_dir, attempt = Path(plan.run_dir), claim.attempt
+    config, resolved = composed.config, to_container(composed.config)
     fault_point("claim")
     if attempt > 0 and claim.original is None:
         print(f"[launch] resume: {run_dir / CONFIG_FILE} is missing or empty (the first attempt was interrupted "
               "while claiming the run); this attempt's config becomes the run's config")
         write_config(run_dir, resolved, 0)
     elif attempt > 0:
-        for change in config_changes(claim.original, redact_secrets(resolved)):
+        for change in config_changes(claim.original, resolved):
             print(f"[launch] resume: config differs from the original run: {change}")
     write_config(run_dir, resolved, attempt)
     fault_point("provenance")
     write_provenance(run_dir, attempt, int(config.seed), PROJECT_ROOT)
     if config.launcher.name == "slurm":
-        job_id, script, log = slurm.submit_plan(plan, config, f"{group}/{name}", python, attempt)
+        job_id, script, log = slurm.submit_plan(plan, config, f"{group}/{name}", python, attempt,
+                                                composed.secrets)
         # The job takes the run's lock when it starts, which it can only once this submitter let go.
         claim.lock.release()
         print(f"[launch] submitted {stage} run {name} (attempt {attempt}) as Slurm job {job_id}\n"
               f"[launch]   script: {script}\n[launch]   log:    {log}\n[launch]   run:    {run_dir}")
         return 0
     print(f"[launch] {stage} run {name} (attempt {attempt}) in {run_dir}")
-    return LocalExecutor(plan, attempt).run()
+    return LocalExecutor(plan, attempt, secrets=composed.secrets).run()
 
 
 def run_sweep(invocation: Invocation) -> int:

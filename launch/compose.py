@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -13,6 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tools.environment.secrets import marker, split_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -30,6 +33,8 @@ class Composed:
     config: DictConfig
     recipe: str | None
     overrides: list[str]
+    # The secrets pulled out of `config` (which holds their markers), by dotted key: see tools/environment/secrets.py.
+    secrets: dict[str, Any] = field(default_factory=dict)
 
 
 def recipe_names() -> list[str]:
@@ -94,7 +99,18 @@ def compose_config(stage: str, overrides: list[str], needs_recipe: bool = True) 
         raise ConfigError(f"stage {stage!r} needs recipe=NAME; available recipes: {', '.join(recipe_names())}")
     with open_dict(config):
         del config["hydra"]
-    return Composed(config=config, recipe=recipe, overrides=list(overrides))
+    secrets = pull_secrets(config)
+    return Composed(config=config, recipe=recipe, overrides=list(overrides), secrets=secrets)
+
+
+def pull_secrets(config: DictConfig) -> dict[str, Any]:
+    """Replace every secret of `config` with its marker, in place; returns the secrets by dotted key."""
+    _, secrets = split_secrets(to_container(config))
+    for dotted in secrets:
+        if any(not part for part in dotted.split(".")):
+            raise ConfigError(f"{dotted}: a secret's key must be a plain dotted key")
+        OmegaConf.update(config, dotted, marker(dotted), merge=False)
+    return secrets
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:

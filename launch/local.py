@@ -18,10 +18,12 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from launch import service_records
 from launch.plan import Plan, Service, Step, resolve_placeholders
 from launch.rundir import fault_point, mark_done
+from tools.environment.secrets import SECRETS_ENV, encode_secrets
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 # Seconds a process group gets between SIGTERM and SIGKILL.
@@ -56,22 +58,24 @@ class LocalResolver:
         return {"node_rank": "0", "nnodes": "1", "head_addr": "127.0.0.1"}[name]
 
 
-def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left after `grace_s`."""
+def stop_group(target: subprocess.Popen | int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM a process group (a child's, or a group id), then SIGKILL whatever is left after `grace_s`."""
+    # A child of ours is reaped as it ends; another process's group is reaped by its own parent.
+    pgid, reap = (target.pid, target.poll) if isinstance(target, subprocess.Popen) else (target, lambda: None)
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(process.pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
                 # The group is gone once no member is left to signal.
-                os.killpg(process.pid, 0)
+                os.killpg(pgid, 0)
             except ProcessLookupError:
-                process.poll()
+                reap()
                 return
-            process.poll()
+            reap()
             time.sleep(0.1)
 
 
@@ -79,7 +83,8 @@ class LocalExecutor:
     """Runs a Plan's services and steps on this node, in order, with logs under the run dir."""
 
     def __init__(self, plan: Plan, attempt: int, stream: IO[str] | None = None,
-                 resolver: Callable[[str, str | None], str] | None = None, log_suffix: str = ""):
+                 resolver: Callable[[str, str | None], str] | None = None, log_suffix: str = "",
+                 secrets: dict[str, Any] | None = None):
         self.plan = plan
         self.attempt = attempt
         self.run_dir = Path(plan.run_dir)
@@ -88,6 +93,8 @@ class LocalExecutor:
         self.resolve = resolver or LocalResolver()
         # Tells apart the logs of one step on several nodes (".node1").
         self.log_suffix = log_suffix
+        # Handed to every command in $LONGVIDEO_R1_SECRETS, never written (a Slurm job inherits it from sbatch).
+        self.secrets = dict(secrets or {})
         self.running: list[subprocess.Popen] = []
         self.services: list[tuple[Service, subprocess.Popen, Path]] = []
         self.stop_reason: str | None = None
@@ -109,6 +116,8 @@ class LocalExecutor:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(SOURCE_ROOT), env.get("PYTHONPATH", "")] if p)
         env.update({k: resolve_placeholders(str(v), self.resolve) for k, v in extra.items()})
+        if self.secrets:
+            env[SECRETS_ENV] = encode_secrets(self.secrets)
         return env
 
     def _argv(self, argv: list[str]) -> list[str]:
@@ -143,6 +152,7 @@ class LocalExecutor:
         with open(log_path, "a") as log:
             process = self._start(self._argv(service.argv), self._env(service.env), log)
         self.services.append((service, process, log_path))
+        self._record_services()
         self._print(f"[launch] service {service.name} started (pid {process.pid}), log: {log_path}")
         deadline = time.monotonic() + service.ready.timeout_s
         while not self._is_ready(service):
@@ -155,6 +165,16 @@ class LocalExecutor:
                 raise PlanFailed(f"service {service.name} not ready after {waited}s; see {log_path}", 1)
             time.sleep(0.5)
         self._print(f"[launch] service {service.name} is ready")
+
+    def _record_services(self) -> None:
+        """Record the services this executor started, so a resume can stop them if this launcher is killed."""
+        path = service_records.records_path(self.run_dir, self.attempt, self.log_suffix)
+        service_records.write_records(path, [service_records.service_record(service.name, process.pid)
+                                             for service, process, _log in self.services])
+
+    def stop_orphans(self) -> None:
+        """Stop the services that earlier attempts of the run recorded and left running on this host."""
+        service_records.reap_orphans(self.run_dir, self.attempt, stop_group, self._print)
 
     def _is_ready(self, service: Service) -> bool:
         check = service.ready
@@ -242,6 +262,9 @@ class LocalExecutor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
+            # This attempt holds the run's lock (or its job does), so no live attempt owns those services.
+            if prepare or main:
+                self.stop_orphans()
             if prepare:
                 self._enter("files")
                 self.write_files()

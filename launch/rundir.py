@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+from tools.environment.secrets import redact_argv, split_secrets
+from tools.environment.settings_file import read_mapping
 
 DONE_MARKER = "DONE"
 CONFIG_FILE = "config.yaml"
@@ -34,9 +36,6 @@ FAULT_VAR = "LONGVIDEO_R1_FAULT_AT"
 # others: at the start of that phase of the run.
 FAULT_PHASES = ("claim", "provenance", "files", "services", "main", "after")
 FAULT_PAUSE_S = 60.0
-# Config keys whose values are secrets: they are replaced before the config is written.
-SECRET_KEY = re.compile(r"(api_key|apikey|token|secret|password)$", re.IGNORECASE)
-REDACTED = "<redacted>"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -169,16 +168,8 @@ def read_run_config(run_dir: Path) -> dict | None:
     path = run_dir / CONFIG_FILE
     if not path.is_file() or not path.read_text().strip():
         return None
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        detail = " ".join(str(error).split())
-        raise RunDirError(f"{path} is not valid YAML ({detail}); it was not written by this launcher: move it "
-                          "away to resume with the new config, or choose another name=") from None
-    if not isinstance(config, dict):
-        raise RunDirError(f"{path} holds a {type(config).__name__}, expected the run's config (a mapping); move it "
-                          "away to resume with the new config, or choose another name=")
-    return config
+    return read_mapping(path, "run's config", "the mapping this launcher writes; move it away to resume with the "
+                        "new config, or choose another name=", RunDirError)
 
 
 @dataclass
@@ -232,31 +223,11 @@ def fault_point(phase: str, stopped: Callable[[], bool] = lambda: False) -> None
         time.sleep(0.05)
 
 
-def redact_argv(argv: list[str]) -> list[str]:
-    """A copy of a command line with the values of secret-looking `KEY=VALUE` overrides replaced."""
-    redacted = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        # An override's key may carry Hydra's +, ++ or ~ prefix and is dotted: its last part names it.
-        secret = sep and value and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1])
-        redacted.append(f"{key}={REDACTED}" if secret else arg)
-    return redacted
-
-
-def redact_secrets(value: Any) -> Any:
-    """A copy of a config tree with the values of secret-looking keys replaced."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v else redact_secrets(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_secrets(v) for v in value]
-    return value
-
-
 def write_config(run_dir: Path, config: dict, attempt: int) -> Path:
     """Write the composed config (secrets removed); a resumed attempt gets its own file."""
     name = CONFIG_FILE if attempt == 0 else f"attempts/{attempt}/{CONFIG_FILE}"
     path = run_dir / name
-    write_atomic(path, yaml.safe_dump(redact_secrets(config), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(split_secrets(config)[0], sort_keys=False))
     return path
 
 

@@ -8,17 +8,20 @@ a snapshot of the project's source and the script; the job runs the snapshot thr
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from launch.compose import ConfigError
 from launch.plan import Plan, placeholders_in
 from launch.schema import check_positive, check_range, typed_section
+from tools.environment.secrets import SECRETS_ENV, encode_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).with_name("templates") / "slurm.sbatch.j2"
@@ -261,9 +264,11 @@ def dry_run_script(plan: Plan, config: DictConfig, run_name: str, python: str, a
                          source, python, attempt)
 
 
-def submit_plan(plan: Plan, config: DictConfig, run_name: str, python: str, attempt: int) -> tuple[str, Path, Path]:
+def submit_plan(plan: Plan, config: DictConfig, run_name: str, python: str, attempt: int,
+                secrets: dict[str, Any] | None = None) -> tuple[str, Path, Path]:
     """Snapshot the source, write the Plan and the script into the run directory, and submit.
 
+    `secrets` reach the job in sbatch's environment, which the job inherits, and no file.
     Returns the job id, the script's path and the job's log path.
     """
     settings = slurm_settings(config)
@@ -278,7 +283,7 @@ def submit_plan(plan: Plan, config: DictConfig, run_name: str, python: str, atte
     script_path.write_text(script)
     (run_dir / "logs").mkdir(exist_ok=True)
     try:
-        job_id = submit(script_path)
+        job_id = submit(script_path, {**os.environ, SECRETS_ENV: encode_secrets(secrets)} if secrets else None)
     except SlurmError as error:
         again = ("submit the sweep again under another name=" if (run_dir.parent / "sweep.yaml").exists() else
                  f"submit it again with resume=true name={run_dir.name}")

@@ -18,10 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from tools.builders.chat_template import TEMPLATE_NAMES
 from tools.builders.sft_checks import check_role_order
+from tools.environment.settings_file import read_mapping
 
 # Arguments that need the launched process's devices; checked for type only.
 DEVICE_BOUND = {"deepspeed": str, "bf16": bool, "fp16": bool, "enable_liger_kernel": bool}
@@ -101,14 +100,8 @@ def check_train_args(args: dict, source: str = "<args>") -> None:
 
 def read_train_yaml(path: Path) -> dict:
     """The arguments of a rendered training YAML; TrainArgsError naming the file when it cannot be read."""
-    try:
-        args = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise TrainArgsError(f"{path}: cannot read the training YAML ({error}); expected the file the sft stage "
-                             "rendered") from None
-    if not isinstance(args, dict):
-        raise TrainArgsError(f"{path}: top level is a {type(args).__name__}; expected a mapping of arguments")
-    return args
+    return read_mapping(path, "training YAML", "a mapping of arguments, the file the sft stage rendered",
+                        TrainArgsError)
 
 
 def main() -> None:

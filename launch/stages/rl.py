@@ -29,6 +29,7 @@ from launch.stages.sft_config import check_chat_config
 from launch.trainer_keys import check_overrides, render_override, trainer_keys
 from rewards.spec import RewardSpecError, spec_from_dict
 from tools.environment.actions import ACTION_STOPS
+from tools.environment.secrets import is_secret_key
 from tools.environment.tool_settings import ENV_VAR, ToolSettings
 
 TOOL_CONFIG = "rl/tool.json"
@@ -179,6 +180,9 @@ def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: P
                        "actor_rollout_ref.model.lora_alpha": rl.lora_alpha,
                        "actor_rollout_ref.model.target_modules": rl.lora_target_modules})
     for key, value in flat_overrides(rl.trainer_overrides):
+        if is_secret_key(key.rsplit(".", 1)[-1]):
+            raise RLConfigError(f"rl.trainer_overrides.{key} looks like a secret; verl reads its config from the "
+                                "command line, which the run records. Pass secrets through the environment instead")
         if key in values:
             raise RLConfigError(f"rl.trainer_overrides.{key}: this stage sets {key} from the recipe; change the rl.* "
                                 "key it comes from instead")

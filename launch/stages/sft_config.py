@@ -11,9 +11,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from launch.compose import ConfigError
-from launch.rundir import SECRET_KEY
 from launch.schema import check_choice, check_positive, typed_section
 from tools.builders.chat_template import TEMPLATE_NAMES
+from tools.environment.secrets import is_secret_key
 
 FINETUNING_TYPES = ("full", "lora")
 DEEPSPEED_CONFIGS = ("z2", "z3", "z3_offload")
@@ -128,7 +128,7 @@ def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatCo
     if not 0 <= sft.warmup_ratio < 1:
         raise SFTConfigError(f"sft.warmup_ratio={sft.warmup_ratio!r} must be in [0, 1)")
     for key in sft.extra_args:
-        if SECRET_KEY.search(str(key)):
+        if is_secret_key(key):
             raise SFTConfigError(f"sft.extra_args.{key} looks like a secret; it would be written into the run "
                                  "directory. Pass secrets through the environment (e.g. HF_TOKEN) instead")
     for key, why in FORBIDDEN_EXTRA_ARGS.items():

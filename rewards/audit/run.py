@@ -27,6 +27,7 @@ from rewards.question import AnswerKey, RewardInputError, read_question
 from rewards.rollout import decoded_rollout
 from rewards.score import score_rollout
 from rewards.spec import RewardSpec, RewardSpecError, spec_from_dict
+from tools.environment import settings_file
 from tools.environment.navigation import NavigationEnv
 from tools.environment.tool_settings import settings_from_dict
 
@@ -203,12 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def read_settings(path: Path) -> dict:
     """The settings JSON the audit stage wrote; AuditInputError naming the file when it cannot be read."""
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AuditInputError(f"{path}: cannot read the audit settings ({error}); expected the JSON object the "
-                              "audit stage wrote") from None
-    missing = [key for key in SETTING_KEYS if not isinstance(settings, dict) or key not in settings]
+    settings = settings_file.read_settings(path, "audit settings", "the JSON object the audit stage wrote",
+                                           AuditInputError)
+    missing = [key for key in SETTING_KEYS if key not in settings]
     if missing:
         raise AuditInputError(f"{path}: audit settings without {missing}; expected {list(SETTING_KEYS)}")
     return settings

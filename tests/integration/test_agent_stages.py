@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT, launch
 from tests.fixtures.fake_vlm import FakeVLM
 from tests.fixtures.scripted_policy import ScriptedPolicy, question_of
+from tests.integration.conftest import Demo
 from tests.launch.test_cli import Result, run_main
 from tools.builders.sft_report import CHAT_ROLES
-from tools.environment import geometry, prompts
+from tools.environment import geometry
 from tools.environment.trajectory import trajectory_from_dict
 
 pytestmark = pytest.mark.slow
@@ -44,61 +44,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # ---------------------------------------------------------------------------------------------------------------
 # The demo world and its stand-ins.
-
-
-@dataclass(frozen=True)
-class Demo:
-    """The cached demo world: its folder and its scripted (correct) trajectories, in file order."""
-
-    cache: Path
-    world: Path
-    records: list[dict]
-
-    @property
-    def ids(self) -> list[str]:
-        """Every question id, in annotation order."""
-        return [question["qid"] for question in json.loads((self.world / "annotations.json").read_text())]
-
-    def by_id(self) -> dict[str, dict]:
-        """The scripted trajectory of each question id."""
-        return {record["id"]: record for record in self.records}
-
-
-@pytest.fixture(scope="module")
-def demo(tiny_cache: Path) -> Demo:
-    """The demo world of the session's cache (LONGVIDEO_R1_CACHE points at it)."""
-    world = tiny_cache / "demo" / "world"
-    records = [json.loads(line) for line in (world / "trajectories.jsonl").read_text().splitlines()]
-    assert len(records) == 32
-    return Demo(tiny_cache, world, records)
-
-
-def vlm_answers(records: list[dict]) -> dict[str, str]:
-    """What the demo world's scripted VLM answered, keyed by the exact text video_qa sends with the frames."""
-    answers = {}
-    for record in records:
-        for turn in record["turns"]:
-            action = turn["action"]
-            if action["name"] == "video_qa":
-                start, end = geometry.time_range(tuple(action["ids"]), record["width"], record["duration"])
-                text = turn["observation"].removeprefix("<information>").removesuffix("</information>")
-                answers[prompts.vlm_question(action["query"], start, end)] = text
-    return answers
-
-
-@pytest.fixture(scope="module")
-def demo_vlm(demo: Demo) -> Iterator[FakeVLM]:
-    """A loopback VLM answering each video_qa of the demo as the demo world's scripted VLM did."""
-    answers = vlm_answers(demo.records)
-
-    def answer(body: dict[str, Any]) -> str:
-        content = body["messages"][-1]["content"]
-        if not any(part.get("type") == "image_url" for part in content):
-            raise ValueError("video_qa sent no frames")
-        return answers[content[-1]["text"]]
-
-    with FakeVLM(answer=answer, model="demo-vlm") as server:
-        yield server
 
 
 class Policy(ScriptedPolicy):
@@ -620,6 +565,45 @@ def test_trajectories_end_to_end_feed_sft_data(demo: Demo, demo_vlm: FakeVLM, tm
     samples = json.loads((sft_dir / "sft.json").read_text())
     demo_samples = json.loads((demo.cache / "demo" / "sft-user-t15" / "sft.json").read_text())
     assert sorted(map(json.dumps, samples)) == sorted(map(json.dumps, demo_samples))
+
+
+# Every kind of place a user can pass a secret-looking key: the request body (flat and nested), the W&B section,
+# the top level. Each gets its own marker, and what the teacher must receive in its body.
+PLANTED_SECRETS = {
+    "trajectories.extra_body.api_key": "MARK-api-key",
+    "trajectories.extra_body.session_token": "MARK-session-token",
+    "trajectories.extra_body.auth.client_secret": "MARK-client-secret",
+    "wandb.password": "MARK-wandb-password",
+    "hub_token": "MARK-hub-token",
+}
+
+
+def test_planted_secrets_reach_the_teacher_and_no_file(demo: Demo, demo_vlm: FakeVLM, tmp_path: Path) -> None:
+    """A secret in every kind of secret-looking key: the teacher's requests carry the body's secrets, and no file
+    of the run directory (config, settings, Plan, provenance, logs, results) holds any of them."""
+    root = tmp_path / "runs"
+    markers = {key: f"{value}-{uuid.uuid4().hex}" for key, value in PLANTED_SECRETS.items()}
+    policy = Policy(demo.records)
+    with PolicyServer(policy) as server:
+        done = launch(*trajectories_argv(root, "planted", server.base_url, demo_vlm.base_url, "benchmark.limit=2",
+                                         *(f"+{key}={value}" for key, value in markers.items())), timeout=300)
+        requests = server.chat_requests()
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = root / "trajectories" / "demo" / "planted"
+    assert (run_dir / DONE_MARKER).is_file()
+    assert requests
+    for request in requests:
+        body = request.body
+        assert body["api_key"] == markers["trajectories.extra_body.api_key"]
+        assert body["session_token"] == markers["trajectories.extra_body.session_token"]
+        assert body["auth"] == {"client_secret": markers["trajectories.extra_body.auth.client_secret"]}
+    settings = json.loads((run_dir / "trajectories" / "settings.json").read_text())
+    assert settings["generation"]["extra_body"]["api_key"] == "<redacted:trajectories.extra_body.api_key>"
+    written = [path for path in run_dir.rglob("*") if path.is_file()]
+    assert {"config.yaml", "settings.json", "plan.yaml", "command.txt", "results.json"} <= {p.name for p in written}
+    for key, value in markers.items():
+        assert files_holding(run_dir, value) == [], key
+        assert value not in done.stdout + done.stderr, key
 
 
 def test_hinted_trajectories_are_marked_and_dropped_by_sft_data(demo: Demo, demo_vlm: FakeVLM,

@@ -10,13 +10,17 @@ import dataclasses
 import re
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import launch
+from tests.fixtures.fake_vlm import FakeVLM
 from tests.fixtures.slurm_cluster import wait_for_job
+from tests.integration.conftest import Demo
+from tests.integration.test_agent_stages import PLANTED_SECRETS, Policy, PolicyServer, files_holding, trajectories_argv
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +195,24 @@ def test_failing_job_exit_code_reaches_status(slurm, tiny_cache: Path, run_root:
     assert "step validate failed with exit code 2" in (run_dir / "logs" / f"slurm-{job_id}.out").read_text()
     reported = status(slurm, run_dir)
     assert reported.returncode == 1 and re.search(rf"bad\s+FAILED\s+2\s+{job_id}\s", reported.stdout)
+
+
+def test_secrets_reach_the_job_through_sbatch_and_no_file(slurm, demo: Demo, demo_vlm: FakeVLM,
+                                                          run_root: Path) -> None:
+    """On Slurm, planted secrets reach the job's step through sbatch's environment, and neither the script, the
+    snapshot's Plan nor any other file of the run directory holds them."""
+    markers = {key: f"{value}-{uuid.uuid4().hex}" for key, value in PLANTED_SECRETS.items()}
+    policy = Policy(demo.records)
+    with PolicyServer(policy) as server:
+        (job_id,), done = submit(slurm, *trajectories_argv(run_root, "planted", server.base_url, demo_vlm.base_url,
+                                                           "benchmark.limit=1",
+                                                           *(f"+{key}={value}" for key, value in markers.items())))
+        job = wait_for_job(job_id, slurm.env, JOB_TIMEOUT_S)
+        requests = server.chat_requests()
+    run_dir = run_root / "trajectories" / "demo" / "planted"
+    assert job["JobState"] == "COMPLETED", (run_dir / "logs" / f"slurm-{job_id}.out").read_text()[-3000:]
+    assert requests and all(r.body["api_key"] == markers["trajectories.extra_body.api_key"] for r in requests)
+    assert "<redacted:trajectories.extra_body.api_key>" in (run_dir / "slurm" / "0" / "plan.yaml").read_text()
+    for key, value in markers.items():
+        assert files_holding(run_dir, value) == [], key
+        assert value not in done.stdout + done.stderr, key

@@ -88,6 +88,9 @@ def test_every_group_option_passes_its_stage(group: str, option: str, inputs: di
     ("captions", "captions.workers=two", "captions.workers"),
     ("audit", "+audit.bogus=1", "audit.bogus"),
     ("rollouts", "+rollouts.bogus=1", "rollouts.bogus"),
+    ("eval", "+tool.default.vlm.bogus=1", "tool.default.vlm.bogus: unknown key"),
+    ("eval", "+tool.default.vlm.api_key=sk-1", "tool.default.vlm.api_key: the key must not be in a config"),
+    ("rl", "+rl.trainer_overrides.trainer.hub_token=t", "rl.trainer_overrides.trainer.hub_token looks like a secret"),
 ])
 def test_a_bad_key_fails_naming_it(stage: str, override: str, named: str, inputs: dict[str, str]) -> None:
     """An unknown key or a wrong type in a section is refused by the schema, naming the key."""

@@ -9,6 +9,8 @@ finishes the run (DONE), and no two attempts of one run are ever live at once.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import signal
@@ -185,8 +187,9 @@ def test_two_resumes_at_once_exactly_one_runs(root: Path) -> None:
     (loser,) = [r for r in racers if r.process.poll() is not None]
     (winner,) = [r for r in racers if r is not loser]
     code, out = loser.finish()
-    # The winner may not have numbered its attempt yet when the loser looks.
-    holder = r"is in use by (attempt 1|a resume still numbering its attempt) \(launch, pid"
+    # The winner may not have recorded itself, or numbered its attempt, yet when the loser looks.
+    holder = (r"is in use by (attempt 1 \(launch, pid|a resume still numbering its attempt \(launch, pid|an attempt "
+              r"that has not recorded itself yet)")
     assert code == 2 and re.search(holder, out), out
     winner.wait_for("fault point claim")
     winner.process.send_signal(signal.SIGINT)
@@ -275,9 +278,12 @@ def test_a_job_waits_for_its_submitter_to_let_go(tmp_path: Path) -> None:
     assert "role=job" in (run / LOCK_FILE).read_text()
 
 
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
 @pytest.mark.parametrize("squeue", ["RUNNING", None])
-def test_slurm_resume_is_refused_while_its_job_is_queued(root: Path, tmp_path: Path, squeue: str | None) -> None:
-    """launcher=slurm resume=true is refused while squeue lists the run's job, or when squeue is missing."""
+def test_slurm_resume_is_refused_while_its_job_is_queued(root: Path, tmp_path: Path, squeue: str | None,
+                                                         launcher: str) -> None:
+    """resume=true of a run submitted to Slurm is refused while squeue lists its job, or when squeue is missing,
+    with either launcher (between the job's steps no process of it holds the run's lock)."""
     run = run_dir(root, "queued")
     (run / "attempts" / "0").mkdir(parents=True)
     (run / "config.yaml").write_text("name: queued\n")
@@ -289,10 +295,107 @@ def test_slurm_resume_is_refused_while_its_job_is_queued(root: Path, tmp_path: P
         (tools / "squeue").write_text(f'#!/bin/sh\n[ "$3" = 4242 ] && echo {squeue}\n')
         (tools / "squeue").chmod(0o755)
     # PATH holds only the fake tools, so the real squeue of this machine (if any) is never asked.
-    code, out = Launcher(root, "queued", "resume=true", "launcher=slurm", path=str(tools)).finish()
+    code, out = Launcher(root, "queued", "resume=true", f"launcher={launcher}", path=str(tools)).finish()
     assert code == 2, out
     if squeue:
         assert "is in use by attempt 0 (Slurm job 4242, RUNNING); wait for it to end or `scancel 4242`" in out
     else:
         assert "cannot tell whether Slurm job 4242 still runs: `squeue` is not on PATH" in out
     assert sorted(p.name for p in (run / "attempts").iterdir()) == ["0"]
+
+
+def service_pids(run: Path, count: int, timeout_s: float = 30.0) -> list[int]:
+    """The pids the faults stage's services wrote to service.pids, once there are `count` of them."""
+    deadline = time.monotonic() + timeout_s
+    path = run / "service.pids"
+    while time.monotonic() < deadline:
+        pids = [int(p) for p in path.read_text().split()] if path.exists() else []
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never held {count} pids")
+
+
+def test_a_resume_stops_the_services_a_killed_launcher_left_running(root: Path) -> None:
+    """kill -9 while the service runs orphans it; the resume stops it before starting its own, then finishes."""
+    run = run_dir(root, "orphan")
+    first = Launcher(root, "orphan", fault="main")
+    first.wait_for("fault point main")
+    (orphan,) = service_pids(run, 1)
+    first.process.send_signal(signal.SIGKILL)
+    first.finish()
+    # Nothing was left to stop it: the orphan holds on to whatever it held.
+    assert alive(orphan)
+    code, out = launch(root, "orphan", "resume=true")
+    assert code == 0 and (run / DONE_MARKER).is_file(), out
+    message = f"[launch] stopped service idle (pid {orphan}) left running by attempt 0"
+    assert message in out, out
+    # It was stopped before the resumed attempt started its own service.
+    assert out.index(message) < out.index("[launch] service idle started"), out
+    assert not alive(orphan)
+    # The resumed attempt's own service was stopped at its end as usual.
+    assert not any(alive(pid) for pid in service_pids(run, 2)), out
+    records = json.loads((run / "attempts" / "0" / "services.json").read_text())["services"]
+    assert [(r["name"], r["pid"], r["pgid"], r["host"]) for r in records] == [
+        ("idle", orphan, orphan, os.uname().nodename)]
+
+
+def test_a_reused_pid_or_another_host_is_not_stopped_and_a_malformed_record_is_reported(tmp_path: Path) -> None:
+    """Only a record whose process runs here with the recorded start time is stopped; bad files are named."""
+    from launch import service_records
+
+    run = tmp_path / "run"
+    me = service_records.service_record("me", os.getpid())
+    # This test's own process, as if an earlier process had held its pid: another start time.
+    reused = {**me, "name": "reused", "start_time": me["start_time"] + 1}
+    elsewhere = {**me, "name": "elsewhere", "host": "another-node"}
+    service_records.write_records(service_records.records_path(run, 0), [reused])
+    service_records.write_records(service_records.records_path(run, 1, ".node1"), [elsewhere])
+    malformed = run / "attempts" / "1" / "services.json"
+    malformed.write_text('{"services": [{"name": "x", "pid": "12"}]}')
+    (run / "attempts" / "0" / "services.node2.json").write_text("{not json")
+    # The attempt that reaps, and a later one: their records are never touched.
+    service_records.write_records(service_records.records_path(run, 2), [me])
+    stopped: list[int] = []
+    said: list[str] = []
+    assert service_records.reap_orphans(run, 2, stopped.append, said.append) == []
+    assert stopped == [], said
+    assert said == [f"[launch] skipping malformed service records: {run / 'attempts/0/services.node2.json'}: "
+                    "cannot read the service records (Expecting property name enclosed in double quotes: line 1 "
+                    'column 2 (char 1)); expected the {"services": [...]} this launcher writes',
+                    f"[launch] skipping malformed service records: {malformed}: service 0 lacks 'pid' (int)"], said
+    # The same record with the true start time would be stopped (with a stop that does nothing here).
+    assert service_records.reap_orphans(run, 3, stopped.append, said.append) == [me]
+    assert stopped == [os.getpgid(0)] and said[-1] == (
+        f"[launch] stopped service me (pid {os.getpid()}) left running by attempt 2")
+
+
+# Starts `sleep` in its own process group and exits, leaving it to init: an orphan as kill -9 leaves one.
+ORPHAN_MAKER = ("import subprocess; print(subprocess.Popen(['sleep', '120'], start_new_session=True, "
+                "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+
+
+def test_a_nodes_main_part_records_per_node_and_stops_its_hosts_orphans(tmp_path: Path) -> None:
+    """On a job's node the main part (log suffix .node1) records to services.node1.json and stops the
+    services an earlier attempt recorded on this host, whichever node's file holds them."""
+    from launch import service_records
+    from launch.local import LocalExecutor
+    from launch.plan import Plan, Service, Step
+
+    run = tmp_path / "run"
+    orphan = int(subprocess.run([sys.executable, "-c", ORPHAN_MAKER], capture_output=True, text=True).stdout)
+    try:
+        service_records.write_records(service_records.records_path(run, 0, ".node1"),
+                                      [service_records.service_record("policy", orphan)])
+        plan = Plan(stage=STAGE, run_dir=str(run), services=[Service("idle", ["sleep", "120"])],
+                    main=Step("main", [sys.executable, "-c", "pass"]))
+        stream = io.StringIO()
+        assert LocalExecutor(plan, 1, stream, log_suffix=".node1").run(prepare=False, finish=False) == 0
+        assert f"[launch] stopped service policy (pid {orphan}) left running by attempt 0" in stream.getvalue()
+        assert not alive(orphan)
+        (record,) = service_records.read_records(service_records.records_path(run, 1, ".node1"))
+        assert record["name"] == "idle" and not alive(record["pid"])
+        assert not service_records.records_path(run, 1).exists()
+    finally:
+        if alive(orphan):
+            os.kill(orphan, signal.SIGKILL)

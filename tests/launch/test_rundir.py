@@ -18,7 +18,6 @@ from launch import rundir
 from launch.compose import PROJECT_ROOT
 from launch.rundir import (
     DONE_MARKER,
-    REDACTED,
     RunDirError,
     check_run_root,
     claim_run_dir,
@@ -27,7 +26,6 @@ from launch.rundir import (
     is_finished,
     mark_done,
     new_run_name,
-    redact_secrets,
     run_dir_for,
     write_config,
     write_provenance,
@@ -150,38 +148,6 @@ def test_create_new_dir_makes_parents_and_refuses_an_existing_dir(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("config", "expected"),
-    [
-        ({"api_key": "s3cr3t"}, {"api_key": REDACTED}),
-        ({"WANDB_API_KEY": "s3cr3t"}, {"WANDB_API_KEY": REDACTED}),
-        ({"openai_apikey": "s3cr3t"}, {"openai_apikey": REDACTED}),
-        ({"hf_token": "hf_x"}, {"hf_token": REDACTED}),
-        ({"Token": "t"}, {"Token": REDACTED}),
-        ({"client_secret": "c"}, {"client_secret": REDACTED}),
-        ({"db_password": 1234}, {"db_password": REDACTED}),
-        # Keys that only name a variable, or merely contain a secret word, are kept.
-        ({"api_key_env": "WANDB_API_KEY"}, {"api_key_env": "WANDB_API_KEY"}),
-        ({"token_file": "/x"}, {"token_file": "/x"}),
-        ({"max_new_tokens": 5}, {"max_new_tokens": 5}),
-        # An empty secret has nothing to hide.
-        ({"token": ""}, {"token": ""}),
-        ({"api_key": None}, {"api_key": None}),
-        (
-            {"wandb": {"project": "p", "api_key": "k", "api_key_env": "WANDB_API_KEY"}, "list": [{"token": "t"}, 3]},
-            {"wandb": {"project": "p", "api_key": REDACTED, "api_key_env": "WANDB_API_KEY"},
-             "list": [{"token": REDACTED}, 3]},
-        ),
-    ],
-)
-def test_redact_secrets(config: dict, expected: dict) -> None:
-    """Values of keys ending in api_key/apikey/token/secret/password are redacted, at any depth."""
-    before = repr(config)
-    assert redact_secrets(config) == expected
-    # The input is not modified.
-    assert repr(config) == before
-
-
-@pytest.mark.parametrize(
     ("old", "new", "changes"),
     [
         ({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, []),
@@ -204,7 +170,7 @@ def test_write_config_redacts_and_keeps_each_attempt(tmp_path: Path, attempt: in
     (tmp_path / "attempts" / str(attempt)).mkdir(parents=True)
     written = write_config(tmp_path, {"seed": 1, "hub_token": "s3cr3t"}, attempt)
     assert written == tmp_path / path
-    assert yaml.safe_load(written.read_text()) == {"seed": 1, "hub_token": REDACTED}
+    assert yaml.safe_load(written.read_text()) == {"seed": 1, "hub_token": "<redacted:hub_token>"}
     assert "s3cr3t" not in written.read_text()
 
 
@@ -400,13 +366,14 @@ def test_resume_of_an_interrupted_claim_recovers(tmp_path: Path, config: str | N
     assert (claim.attempt, claim.original) == (1, None)
 
 
-@pytest.mark.parametrize(("text", "message"), [("a: [1\n", "is not valid YAML"), ("- 1\n", "holds a list")])
+@pytest.mark.parametrize(("text", "message"), [("a: [1\n", r": cannot read the run's config \(while parsing"),
+                                               ("- 1\n", ": top level is a list")])
 def test_resume_of_a_foreign_config_is_refused_naming_it(tmp_path: Path, text: str, message: str) -> None:
     """A config.yaml that is not a mapping is named, with what to do; the refusal adds no attempt."""
     run_dir = tmp_path / "r"
     (run_dir / "attempts" / "0").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(text)
-    with pytest.raises(RunDirError, match=rf"{run_dir / 'config.yaml'} {message}.*move it away"):
+    with pytest.raises(RunDirError, match=rf"{run_dir / 'config.yaml'}{message}.*move it away"):
         claim_run_dir(run_dir, True)
     assert [p.name for p in (run_dir / "attempts").iterdir()] == ["0"]
 
@@ -435,22 +402,6 @@ def test_run_root_that_is_a_file_is_named(tmp_path: Path) -> None:
         create_new_dir(tmp_path / "file" / "sft" / "r")
 
 
-@pytest.mark.parametrize(("arg", "expected"), [
-    ("+trajectories.extra_body.api_key=sk-123", "+trajectories.extra_body.api_key=<redacted>"),
-    ("++eval.extra_body.Token=abc", "++eval.extra_body.Token=<redacted>"),
-    ("wandb.password=hunter2", "wandb.password=<redacted>"),
-    ("sft.learning_rate=1e-5", "sft.learning_rate=1e-5"),
-    ("wandb.api_key_env=WANDB_API_KEY", "wandb.api_key_env=WANDB_API_KEY"),
-    ("name=token", "name=token"),
-    ("--dry-run", "--dry-run"),
-])
-def test_command_line_secrets_are_redacted(arg: str, expected: str) -> None:
-    """Only the value of an override whose key looks secret is replaced; other arguments stay as given."""
-    from launch.rundir import redact_argv
-
-    assert redact_argv(["launch", "sft", arg]) == ["launch", "sft", expected]
-
-
 def test_provenance_command_line_holds_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """command.txt records the command with a secret override's value replaced."""
     from launch.rundir import write_provenance
@@ -458,4 +409,5 @@ def test_provenance_command_line_holds_no_secret(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(sys, "argv", ["launch", "trajectories", "+trajectories.extra_body.api_key=MARKER-42"])
     out = write_provenance(tmp_path, 0, 1, tmp_path)
     command = (out / "command.txt").read_text()
-    assert "MARKER-42" not in command and "+trajectories.extra_body.api_key=<redacted>" in command
+    assert "MARKER-42" not in command
+    assert "+trajectories.extra_body.api_key=<redacted:trajectories.extra_body.api_key>" in command

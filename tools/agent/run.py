@@ -26,6 +26,7 @@ from tools.builders.annotations import AnnotationError, read_annotations
 from tools.builders.rl_data import RLDataSettings, question_rows
 from tools.builders.row_checks import RowRejected
 from tools.environment.navigation import NavigationEnv
+from tools.environment.settings_file import read_settings
 from tools.environment.tool_settings import settings_from_dict
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
 from tools.environment.vlm_client import VLMClient, VLMEndpoint
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
-        settings = RunSettings.from_dict(json.loads(args.settings.read_text()))
+        settings = RunSettings.from_dict(read_settings(args.settings, "settings", "the JSON object the stage rendered"))
         return run(settings, args.output)
     except (AnnotationError, TrajectoryError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

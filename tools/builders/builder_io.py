@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tools.environment.settings_file import read_settings
 
 # The exit code of a builder whose input cannot be built (the launcher's code for a bad config, too).
 INPUT_ERROR_EXIT = 2
@@ -34,14 +35,7 @@ def settings_and_output(description: str) -> tuple[dict, Path]:
     parser.add_argument("--settings", type=Path, required=True, help="the JSON the stage rendered")
     parser.add_argument("--output", type=Path, required=True, help="the folder to write into")
     args = parser.parse_args()
-    try:
-        settings = json.loads(args.settings.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BuilderInputError(f"{args.settings}: cannot read the settings file ({error}); expected the JSON "
-                                "object the stage rendered") from None
-    if not isinstance(settings, dict):
-        raise BuilderInputError(f"{args.settings}: top level is a {type(settings).__name__}; expected the JSON "
-                                "object the stage rendered")
+    settings = read_settings(args.settings, "settings file", "the JSON object the stage rendered", BuilderInputError)
     return settings, args.output
 
 

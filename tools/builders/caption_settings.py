@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tools.environment.geometry import LEVEL_NAMES
+from tools.environment.geometry import LEVEL_NAMES, GeometryError, check_width
 from tools.environment.vlm_endpoint import VLMEndpoint
 
 REQUIRED_PATHS = ("video_dir", "output_dir")
 PER_LEVEL_KEYS = ("frames_per_level", "max_side", "words_per_level")
 POSITIVE_INT_KEYS = ("min_width", "max_width", "workers")
+WIDTH_KEYS = ("min_width", "max_width")
 DATASET_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -71,6 +72,18 @@ def _check_vlm(vlm: object, where: str) -> None:
         raise CaptionSettingsError(str(error)) from None
 
 
+def _check_widths(data: Mapping[str, Any], where: str) -> None:
+    """min_width and max_width inside the widths the tree rule allows (geometry's check), min_width <= max_width."""
+    for key in WIDTH_KEYS:
+        try:
+            check_width(data[key], f"{where}.{key}")
+        except GeometryError as error:
+            raise CaptionSettingsError(str(error)) from None
+    if data["min_width"] > data["max_width"]:
+        raise CaptionSettingsError(f"{where}.min_width={data['min_width']} is greater than "
+                                  f"{where}.max_width={data['max_width']}; expected min_width <= max_width")
+
+
 def check_settings(data: Mapping[str, Any], where: str) -> None:
     """Raise CaptionSettingsError naming `where` and the key unless `data` holds valid captions settings."""
     if not isinstance(data, Mapping):
@@ -97,9 +110,7 @@ def check_settings(data: Mapping[str, Any], where: str) -> None:
     for key in POSITIVE_INT_KEYS:
         if not _is_positive_int(data[key]):
             raise CaptionSettingsError(f"{where}.{key}={data[key]!r}: expected a positive integer")
-    if data["min_width"] > data["max_width"]:
-        raise CaptionSettingsError(f"{where}.min_width={data['min_width']} is greater than "
-                                  f"{where}.max_width={data['max_width']}; expected min_width <= max_width")
+    _check_widths(data, where)
     quality = data["jpeg_quality"]
     if not _is_positive_int(quality) or quality > 100:
         raise CaptionSettingsError(f"{where}.jpeg_quality={quality!r}: expected an integer from 1 to 100")

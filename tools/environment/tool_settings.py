@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tools.environment.settings_file import read_settings
 from tools.environment.vlm_endpoint import VLMEndpoint
 
 ENV_VAR = "LONGVIDEO_R1_TOOL_CONFIG"
@@ -80,7 +81,10 @@ def _source(data: object, where: str, base: SourceSettings | None) -> SourceSett
         raise ToolSettingsError(f"{where}.vlm: expected a mapping, got {type(vlm).__name__}")
     else:
         merged = {**(asdict(base.vlm) if base else {}), **vlm}
-        values["vlm"] = VLMEndpoint.from_dict(merged, where=f"{where}.vlm")
+        try:
+            values["vlm"] = VLMEndpoint.from_dict(merged, where=f"{where}.vlm")
+        except (TypeError, ValueError) as error:
+            raise ToolSettingsError(str(error)) from None
     return SourceSettings(**values)
 
 
@@ -125,13 +129,8 @@ def load_settings(path: str | Path | None = None) -> ToolSettings:
         if not path:
             raise ToolSettingsError(f"${ENV_VAR} is not set: it must name the tool settings JSON that the "
                                     f"stage renders into its run directory")
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ToolSettingsError(f"{path}: tool settings file not found (named by ${ENV_VAR})") from None
-    except json.JSONDecodeError as error:
-        raise ToolSettingsError(f"{path}: not valid JSON: {error}") from None
+    data = read_settings(Path(path), f"tool settings named by ${ENV_VAR}", "the JSON object the stage renders",
+                         ToolSettingsError)
     return settings_from_dict(data, where=str(path))
 
 

@@ -3,7 +3,7 @@
 Teacher trajectories and evaluation write it; the SFT data builder and `compare` read it. The first
 user turn is not stored: the prompt builder rebuilds it from the question fields and the caption
 tree. `trajectory_from_dict` checks every field and raises TrajectoryError naming the field;
-`read_trajectories` adds the file and line number.
+`read_trajectories` adds the file and line number, and raises it for a line that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -174,11 +174,25 @@ def trajectory_from_dict(data: object) -> Trajectory:
         timings=_number_map(data, "timings", (int, float)), tokens=_number_map(data, "tokens", int))
 
 
+def _decoded(path: Path, number: int, raw: bytes) -> str:
+    """Line `number` of `path` as text; TrajectoryError naming the file, line and byte unless it is UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TrajectoryError(f"{path}:{number}: not UTF-8 (byte 0x{raw[error.start]:02x} at byte {error.start + 1} "
+                              "of the line); expected UTF-8 JSON lines, one trajectory object per line") from None
+
+
 def read_trajectories(path: str | Path) -> Iterator[tuple[int, Trajectory | TrajectoryError]]:
-    """(line number, trajectory or the error that names what is wrong) for each non-blank line of a JSONL file."""
+    """(line number, trajectory or the error that names what is wrong) for each non-blank line of a JSONL file.
+
+    A line that is not UTF-8 raises TrajectoryError naming the file and line: the file is not trajectories.
+    """
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    # Bytes, decoded line by line, so that a decoding error names its line (a text handle decodes in chunks).
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decoded(path, number, raw)
             if not line.strip():
                 continue
             try:

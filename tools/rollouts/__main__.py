@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from tools.environment import settings_file
 from tools.rollouts.records import rollout_records
 from tools.rollouts.report import summarize, write_report
 from tools.rollouts.sample import SamplingError, compose_trainer_config, sample, stop_ray
@@ -20,10 +21,8 @@ from tools.rollouts.sample import SamplingError, compose_trainer_config, sample,
 
 def read_settings(path: Path) -> dict:
     """The stage's settings, with a clear error for a missing or broken file."""
-    try:
-        settings = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise SystemExit(f"rollouts: cannot read settings {path}: {error}") from None
+    settings = settings_file.read_settings(path, "rollouts settings",
+                                           "the JSON object `python -m launch rollouts` renders", SystemExit)
     for key in ("overrides_file", "split", "prompts", "extra_body", "policy"):
         if key not in settings:
             raise SystemExit(f"rollouts: {path} has no `{key}`; render it with `python -m launch rollouts`")

@@ -1,8 +1,8 @@
 """Caption trees through a VLM: the caption builder against a fake OpenAI server, and `python -m launch captions`.
 
 The videos are real MP4 files whose frames show their own index, the VLM is a real HTTP server on
-loopback (tests/fixtures/fake_vlm.py) that answers with the time range its prompt names, and trees have width 2
-(2 + 4 + 8 segments per video) so that every run stays small.
+loopback (tests/fixtures/fake_vlm.py) that answers with the time range its prompt names, and trees have width 3,
+the smallest the width rule allows (3 + 9 + 27 segments per video), so that every run stays small.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from tools.environment.caption_tree import load_caption_tree
 FPS = 8
 DURATIONS = {"a": 8.0, "b": 12.0}
 FRAMES = {"high": 4, "medium": 3, "low": 2}
-SEGMENTS_PER_VIDEO = 2 + 4 + 8
+# Every tree here has geometry's smallest width, 3.
+WIDTH = geometry.SMALLEST_MIN_WIDTH
+SEGMENTS_PER_VIDEO = 3 + 9 + 27
 RANGE = re.compile(r"sampled evenly from ([\d.]+)s to ([\d.]+)s")
 
 
@@ -68,8 +70,8 @@ def vlm() -> FakeVLM:
 
 def overrides(videos: Path, output: Path, vlm: FakeVLM, *extra: str) -> list[str]:
     """Command-line overrides for small trees of `videos` captioned by `vlm`."""
-    return [f"captions.video_dir={videos}", f"captions.output_dir={output}", "captions.min_width=2",
-            "captions.max_width=2", "captions.workers=4", f"captions.vlm.base_url={vlm.base_url}",
+    return [f"captions.video_dir={videos}", f"captions.output_dir={output}", f"captions.min_width={WIDTH}",
+            f"captions.max_width={WIDTH}", "captions.workers=4", f"captions.vlm.base_url={vlm.base_url}",
             "captions.vlm.max_retries=0", "captions.vlm.timeout_s=60",
             "captions.frames_per_level={high:4,medium:3,low:2}", "captions.max_side={high:64,medium:64,low:64}",
             *extra]
@@ -84,23 +86,23 @@ def build(tmp_path: Path, videos: Path, vlm: FakeVLM, *extra: str) -> int:
 
 
 def segments(duration: float) -> list[tuple[str, int, float, float]]:
-    """(level name, index, start, end) of every segment of a width-2 tree over `duration` seconds."""
+    """(level name, index, start, end) of every segment of a width-3 tree over `duration` seconds."""
     found = []
     for level, name in enumerate(geometry.LEVEL_NAMES, start=1):
-        count = geometry.level_size(2, level)
+        count = geometry.level_size(WIDTH, level)
         found.extend((name, index, *geometry.index_range(index, count, duration)) for index in range(count))
     return found
 
 
 def test_trees_of_two_videos_load_with_their_width_and_level_sizes(tmp_path: Path, video_dir: Path,
                                                                    vlm: FakeVLM) -> None:
-    """Both trees load, have width 2 and 2/4/8 nodes, record video and duration, and hold each segment's caption."""
+    """Both trees load, have width 3 and 3/9/27 nodes, record video and duration, and hold each segment's caption."""
     assert build(tmp_path, video_dir, vlm) == 0
     for uid, duration in DURATIONS.items():
         path = tmp_path / "captions" / f"{uid}.json"
         tree = load_caption_tree(path)
-        assert tree.width == 2
-        assert [len(level) for level in tree.levels] == [2, 4, 8]
+        assert tree.width == WIDTH
+        assert [len(level) for level in tree.levels] == [3, 9, 27]
         data = json.loads(path.read_text())
         assert (data["video"], data["duration"]) == (f"{uid}.mp4", pytest.approx(duration))
         for name, index, start, end in segments(duration):
@@ -124,7 +126,7 @@ def test_frames_lie_in_their_segment_and_each_request_carries_frames_per_level(t
             assert all(start - 1 / FPS < t < end for t in times), (uid, name, index, times)
             assert all(t * FPS == pytest.approx(round(t * FPS)) for t in times)
     counts = sorted(len(images_of(r.body)) for r in vlm.chat_requests())
-    assert counts == sorted([4] * 2 * 2 + [3] * 4 * 2 + [2] * 8 * 2)
+    assert counts == sorted([4] * 3 * 2 + [3] * 9 * 2 + [2] * 27 * 2)
     # The images are the frames whose times the prompt names.
     for request in vlm.chat_requests():
         named = [float(t) for t in prompt_of(request.body).split("seconds: ")[1].split(".\n")[0].split(", ")]
@@ -150,10 +152,13 @@ def test_subtitles_reach_the_prompts_of_the_segments_they_overlap(tmp_path: Path
                                      "2\r\n00:00:10.000 --> 00:00:11.000 X1:10\r\nGoodbye\r\n", encoding="utf-8")
     assert build(tmp_path, video_dir, vlm, f"captions.subtitle_dir={subtitles}") == 0
     hello = [r for r in vlm.chat_requests() if "[1.0-2.5] Hello there, captain" in prompt_of(r.body)]
-    # b's high (0-6 s), medium (0-3 s) and low (0-1.5 s, 1.5-3 s) segments overlap the cue; a.mp4 has no subtitles.
+    # b's high (0-4 s), medium (0-4/3 s, 4/3-8/3 s) and low (8/9-4/3 s up to 20/9-8/3 s, each 4/9 s) segments
+    # overlap the cue, printed to one decimal; a.mp4 has no subtitles.
     assert sorted(RANGE.search(prompt_of(r.body)).groups() for r in hello) == sorted(
-        [("0.0", "6.0"), ("0.0", "3.0"), ("0.0", "1.5"), ("1.5", "3.0")])
-    assert sum("Goodbye" in prompt_of(r.body) for r in vlm.chat_requests()) == 4
+        [("0.0", "4.0"), ("0.0", "1.3"), ("1.3", "2.7"),
+         ("0.9", "1.3"), ("1.3", "1.8"), ("1.8", "2.2"), ("2.2", "2.7")])
+    # The 10-11 s cue overlaps one high (8-12 s), two medium (28/3-12 s) and three low (88/9-100/9 s) segments.
+    assert sum("Goodbye" in prompt_of(r.body) for r in vlm.chat_requests()) == 6
     assert "<i>" not in json.dumps([r.body for r in vlm.chat_requests()])
 
 
@@ -180,12 +185,12 @@ def test_leftover_temporary_files_and_broken_trees_do_not_count_as_finished(
     assert build(tmp_path, video_dir, vlm) == 0
     assert len(vlm.chat_requests()) - before == 2 * SEGMENTS_PER_VIDEO
     assert sorted(path.name for path in output.iterdir()) == ["a.json", "b.json"]
-    assert load_caption_tree(output / "b.json").width == 2
+    assert load_caption_tree(output / "b.json").width == WIDTH
     assert "b.json: not valid JSON" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("broken", "reason"), [
-    (b'{"width": 2, "captions": "caf\xe9"}', "b.json: not valid UTF-8"),
+    (b'{"width": 3, "captions": "caf\xe9"}', "b.json: not valid UTF-8"),
     (b"[" * 100_000 + b"]" * 100_000, "b.json: JSON nested too deep to read"),
 ], ids=["not-utf8", "nested-too-deep"])
 def test_an_unreadable_finished_tree_is_named_and_captioned_again(
@@ -199,7 +204,7 @@ def test_an_unreadable_finished_tree_is_named_and_captioned_again(
     capsys.readouterr()
     assert build(tmp_path, video_dir, vlm) == 0
     assert len(vlm.chat_requests()) - before == SEGMENTS_PER_VIDEO
-    assert load_caption_tree(output / "b.json").width == 2
+    assert load_caption_tree(output / "b.json").width == WIDTH
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "captioning b again" in line]
     assert reason in line
 
@@ -212,7 +217,7 @@ def test_a_video_the_vlm_fails_on_is_not_written_and_named_while_the_other_finis
     output = tmp_path / "captions"
     assert not (output / "b.json").exists()
     assert not list(output.glob(".*"))
-    assert load_caption_tree(output / "a.json").width == 2
+    assert load_caption_tree(output / "a.json").width == WIDTH
     out = capsys.readouterr().out
     assert "1 captioned, 0 already finished, 1 failed" in out
     assert re.search(r"FAILED b: (high|medium|low) segment \([\d, ]+\): VLM at .* gave no usable answer", out)
@@ -270,6 +275,20 @@ def test_a_bad_settings_file_exits_2_naming_the_file_and_key(tmp_path: Path,
     assert f"{bad}: missing keys ['video_dir'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("key", "width"), [("min_width", 2), ("max_width", 9)])
+def test_a_settings_file_with_a_width_outside_the_rule_exits_2_naming_key_and_range(
+        tmp_path: Path, video_dir: Path, vlm: FakeVLM, capsys: pytest.CaptureFixture[str], key: str,
+        width: int) -> None:
+    """A settings file whose min_width or max_width no width rule allows exits 2 naming the key, value and 3..8."""
+    config = compose_config("captions", overrides(video_dir, tmp_path / "captions", vlm), False).config
+    settings = {**captions_settings(config), "min_width": 3, "max_width": 8, key: width}
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    assert build_captions.main(["--settings", str(path)]) == 2
+    assert f"{path}.{key}={width} is outside 3..8" in capsys.readouterr().err
+    assert not (tmp_path / "captions").exists()
+
+
 @pytest.mark.slow
 def test_launch_captions_runs_end_to_end_and_marks_the_run_done(tmp_path: Path, video_dir: Path, vlm: FakeVLM,
                                                                 run_root: Path) -> None:
@@ -281,7 +300,7 @@ def test_launch_captions_runs_end_to_end_and_marks_the_run_done(tmp_path: Path, 
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = run_root / "captions" / "clips" / "first"
     assert (run_dir / "DONE").is_file()
-    assert {load_caption_tree(output / f"{uid}.json").width for uid in DURATIONS} == {2}
+    assert {load_caption_tree(output / f"{uid}.json").width for uid in DURATIONS} == {WIDTH}
     settings = json.loads((run_dir / "captions" / "settings.json").read_text())
     assert settings["vlm"]["api_key_env"] == "VLM_API_KEY"
     assert settings["video_dir"] == str(video_dir)
@@ -311,6 +330,10 @@ def test_dry_run_prints_the_plan_and_imports_no_heavy_module(tmp_path: Path, vid
         (["captions.video_dir={videos}"], "captions.output_dir: missing; set captions.output_dir="),
         (["captions.video_dir={videos}", "captions.output_dir={out}", "captions.min_width=5", "captions.max_width=4"],
          "captions.min_width=5 is greater than captions.max_width=4"),
+        (["captions.video_dir={videos}", "captions.output_dir={out}", "captions.min_width=2"],
+         "captions.min_width=2 is outside 3..8"),
+        (["captions.video_dir={videos}", "captions.output_dir={out}", "captions.max_width=9"],
+         "captions.max_width=9 is outside 3..8"),
         (["captions.video_dir={videos}", "captions.output_dir={out}", "captions.frames_per_level.low=0"],
          "captions.frames_per_level.low=0: expected a positive integer"),
         (["captions.video_dir={videos}", "captions.output_dir={out}", "captions.subtitle_dir={missing}"],
@@ -319,7 +342,8 @@ def test_dry_run_prints_the_plan_and_imports_no_heavy_module(tmp_path: Path, vid
 )
 def test_bad_captions_settings_exit_2_naming_the_key(args: list[str], message: str, tmp_path: Path, video_dir: Path,
                                                     run_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing folder or output_dir, widths out of order or a zero frame count exit 2 before anything is created."""
+    """A missing folder or output_dir, widths out of order or range, or a zero frame count exit 2 before anything is
+    created."""
     places = {"missing": tmp_path / "no-such-folder", "videos": video_dir, "out": tmp_path / "out"}
     assert main(["captions", *(arg.format(**places) for arg in args), f"run_root={run_root}"]) == 2
     err = capsys.readouterr().err
