@@ -61,6 +61,8 @@ class ToolConfig:
     max_trees: int
     max_trajectories: int
     video_extensions: list[str]
+    frame_cache_mb: int
+    frame_workers: int
 
 
 @dataclass

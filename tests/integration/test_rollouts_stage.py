@@ -115,6 +115,10 @@ def test_report_counts_what_the_records_hold(preflight: Preflight) -> None:
     assert report["turns"]["mean"] == pytest.approx(sum(r["num_turns"] for r in records) / len(records))
     for key in ("policy", "tool", "reward", "generation_wall"):
         assert report["time_s"][key] > 0
+    # Every request the tool server answered is in the per-kind table, with the server's own time.
+    by_kind = report["tool_time_by_kind"]
+    assert sum(row["calls"] for row in by_kind.values()) == len(calls)
+    assert by_kind["get_caption"]["calls"] > 0 and by_kind["get_caption"]["ms_mean"] > 0, by_kind
     assert (preflight.run_dir / "rollouts" / "report.png").stat().st_size > 0
     assert "| GRPO groups with all rewards equal" in (preflight.run_dir / "rollouts" / "report.md").read_text()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from launch.local import free_port
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.http_json import post
 from tests.fixtures.tool_world import build_world, extra_info, turn
 from tools.environment.tool_settings import ENV_VAR, write_settings
 
@@ -44,20 +45,6 @@ def test_settings_file_that_does_not_exist_is_named(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "tools.environment.serve_tool", "--settings", str(missing)],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and str(missing) in result.stderr
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def post(url: str, body: dict) -> dict:
-    """POST JSON, return the decoded JSON reply."""
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.loads(reply.read())
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> dict:

@@ -57,8 +57,17 @@ def question_metrics(trajectory: Trajectory) -> dict:
             "location_f1": None if f1 is None else round(f1, 6),
             "seconds": timings.get("total_s", 0.0), "model_seconds": timings.get("model_s", 0.0),
             "tool_seconds": timings.get("get_caption_s", 0.0) + timings.get("video_qa_s", 0.0),
+            "get_caption_seconds": timings.get("get_caption_s", 0.0),
+            "video_qa_seconds": timings.get("video_qa_s", 0.0),
             "prompt_tokens": trajectory.tokens.get("prompt", 0),
             "completion_tokens": trajectory.tokens.get("completion", 0)}
+
+
+def _ms_per_call(per_question: list[dict], kind: str) -> float | None:
+    """Milliseconds the tool took per served call of `kind` (get_caption or video_qa); None without such calls."""
+    calls = sum(row.get(f"{kind}_calls", 0) for row in per_question)
+    seconds = sum(row.get(f"{kind}_seconds", 0.0) for row in per_question)
+    return round(1000 * seconds / calls, 3) if calls else None
 
 
 def _stats(values: list[float]) -> dict:
@@ -108,6 +117,7 @@ def summarize(questions: list[dict], trajectories: list[Trajectory], errors: lis
         "seconds_per_question": _stats([row["seconds"] for row in per_question]),
         "model_seconds_per_question": _stats([row["model_seconds"] for row in per_question]),
         "tool_seconds_per_question": _stats([row["tool_seconds"] for row in per_question]),
+        "tool_ms_per_call": {kind: _ms_per_call(per_question, kind) for kind in ("get_caption", "video_qa")},
         "tokens_per_question": {"prompt": _stats([row["prompt_tokens"] for row in per_question])["mean"],
                                 "completion": _stats([row["completion_tokens"] for row in per_question])["mean"]},
         "accuracy_by_tool_calls": {
@@ -132,6 +142,8 @@ def markdown(report: dict) -> str:
          f"{report['get_caption_calls']['mean']:.2f} / {report['video_qa_calls']['mean']:.2f}"),
         ("location F1 (mean)", "n/a (no clue intervals)" if f1["mean"] is None else
          f"{f1['mean']:.4f} over {f1['questions']}"),
+        ("tool ms per call: get_caption / video_qa", " / ".join(
+            "n/a" if ms is None else f"{ms:.1f}" for ms in report["tool_ms_per_call"].values())),
         ("seconds per question (mean, p90)",
          f"{report['seconds_per_question']['mean']:.1f}, {report['seconds_per_question']['p90']:.1f}"),
     ]

@@ -198,6 +198,8 @@ def run(settings: RunSettings, output: Path) -> int:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
         client.close()
+        # Stops the frame workers and logs the leaf cache's summary.
+        env.close()
     report = eval_report.write_report(output, settings.benchmark, settings.mode)
     print("\n".join(eval_report.summary_lines(report)), file=sys.stderr)
     missing = report["failed"]

@@ -163,8 +163,8 @@ def generate(root: Path, videos: int = 4, questions_per_video: int = 8, seed: in
             question = _question(rng, video, leaf)
             questions.append(question)
             plans.append((video, question, _script(rng, video, leaf, question)))
-    env = NavigationEnv(demo_tool_settings(root), client_factory=lambda endpoint: ScriptedVLM(answers))
-    trajectories = [_play(env, question["qid"], question, video, steps) for video, question, steps in plans]
+    with NavigationEnv(demo_tool_settings(root), client_factory=lambda endpoint: ScriptedVLM(answers)) as env:
+        trajectories = [_play(env, question["qid"], question, video, steps) for video, question, steps in plans]
     (root / "annotations.json").write_text(json.dumps(questions, indent=1) + "\n")
     write_trajectories(root / "trajectories.jsonl", trajectories)
     return root

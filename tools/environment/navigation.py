@@ -4,6 +4,11 @@
 (`tools.environment.serve_rule`), serves get_caption from the cached caption tree and video_qa from
 the real video through the VLM, and turns every refusal or failure into an observation that says
 what was wrong. The verl-tool glue and the evaluation agent loop both drive this class.
+
+video_qa's frames come from a byte-bounded cache of prepared leaves (`tool.frame_cache_mb`,
+`tools.environment.leaf_frames`) over a pool of worker processes (`tool.frame_workers`,
+`tools.environment.frame_workers`) that decode cold leaves off this process's GIL. Call `close()`
+when done, to stop the workers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.environment import frames, geometry, prompts
+from tools.environment import frame_workers, frames, geometry, leaf_frames, prompts
 from tools.environment.actions import Answer, GetCaption, VideoQA, parse_turn
 from tools.environment.caption_tree import CaptionTree, CaptionTreeError, TreeCache, caption_path
 from tools.environment.question_fields import VideoFields
@@ -24,6 +29,8 @@ from tools.environment.tool_settings import SourceSettings, ToolSettings
 from tools.environment.vlm_client import VLMClient, VLMEndpoint, VLMError
 
 logger = logging.getLogger(__name__)
+# The frame cache's counters are logged at INFO every this many video_qa calls (and at close).
+STATS_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,39 @@ class Observation:
 class NavigationEnv:
     """get_caption and video_qa over cached caption trees, with the 'caption read first' rule per trajectory."""
 
-    def __init__(self, settings: ToolSettings, client_factory: Callable[[VLMEndpoint], VLMClient] = VLMClient):
+    def __init__(self, settings: ToolSettings, client_factory: Callable[[VLMEndpoint], VLMClient] = VLMClient,
+                 prepare_leaf: leaf_frames.Prepare | None = None):
+        """`prepare_leaf` replaces the worker pool (frame_workers) as what prepares a cold leaf, e.g. in tests."""
         self.settings = settings
         self.trees = TreeCache(settings.max_trees)
         self._client_factory = client_factory
         self._clients: dict[VLMEndpoint, VLMClient] = {}
         self._read_leaves: OrderedDict[str, set[tuple[int, ...]]] = OrderedDict()
         self._lock = threading.Lock()
+        workers = settings.frame_workers or frame_workers.auto_workers()
+        # Workers start at the first cold leaf, not here: an environment that serves no video_qa starts none.
+        self.frame_pool = frame_workers.FramePool(workers) if prepare_leaf is None else None
+        self.leaf_frames = leaf_frames.LeafFrameCache(settings.frame_cache_mb * leaf_frames.MB,
+                                                      prepare_leaf or self.frame_pool.prepare)
+        self._video_qa_calls = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the frame workers and log the frame cache's counters; idempotent. Later video_qa calls fail."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            calls = self._video_qa_calls
+        if self.frame_pool is not None:
+            self.frame_pool.close()
+        self._log_frame_stats(calls)
+
+    def __enter__(self) -> NavigationEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def step(self, trajectory_id: str, turn: str, extra_info: object, data_source: str | None = None) -> Observation:
         """Serve one model turn of trajectory `trajectory_id`; never raises for bad input, always explains."""
@@ -127,12 +160,27 @@ class NavigationEnv:
         try:
             video = self.video_path(source, question.video_uid)
             times = frames.leaf_timestamps(start, end, self.settings.frames_per_query)
-            images = frames.read_frames(video, times, self.settings.max_side)
-            urls = [frames.to_jpeg_data_url(frame.image, self.settings.jpeg_quality) for frame in images]
-            answer = self.client_for(source.vlm).ask(prompts.vlm_question(action.query, start, end), urls)
-        except (frames.FrameError, VLMError, FileNotFoundError) as error:
+            urls = self.leaf_images(video, times)
+            answer = self.client_for(source.vlm).ask(prompts.vlm_question(action.query, start, end), list(urls))
+        except (frames.FrameError, frame_workers.FramePoolError, VLMError, FileNotFoundError) as error:
             raise ToolFailure(str(error)) from error
         return prompts.video_qa_observation(answer)
+
+    def leaf_images(self, video: Path, times: list[float]) -> tuple[str, ...]:
+        """The JPEG data URLs of a leaf's frames, from the cache or prepared by a worker; logs the counters."""
+        try:
+            return self.leaf_frames.get(video, times, self.settings.max_side, self.settings.jpeg_quality)
+        finally:
+            with self._lock:
+                self._video_qa_calls += 1
+                calls = self._video_qa_calls
+            if calls % STATS_EVERY == 0:
+                self._log_frame_stats(calls)
+
+    def _log_frame_stats(self, calls: int) -> None:
+        """One INFO line of the frame cache's and the worker pool's counters."""
+        pool = self.frame_pool.stats() if self.frame_pool is not None else None
+        logger.info(leaf_frames.summary(self.leaf_frames.stats(), calls, pool))
 
     def video_path(self, source: SourceSettings, video_uid: str) -> Path:
         """The video file of `video_uid` in the source's video folder; FileNotFoundError naming what was tried."""

@@ -7,6 +7,8 @@ router (`verl_tool.servers.serve`) starts plain `python -m verl_tool.servers.too
 subprocesses that never see the registration and would answer every action through the `finish`
 tool while reporting healthy. One process holds every trajectory's state, and its thread pool
 serves concurrent trajectories (tests/benchmarks/bench_get_caption.py measures 256 of them).
+Only video_qa's frame decoding leaves the process: the tool's pool of frame worker processes
+(`tool.frame_workers`, see tools/environment/frame_workers.py), stopped when the server stops.
 
     LONGVIDEO_R1_TOOL_CONFIG=runs/.../tool.json python -m tools.environment.serve_tool --port 5000
 """
@@ -67,9 +69,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: verl-tool could not build the {TOOL_TYPE} tool (its log above says why); not serving "
               "a server that would end every trajectory through the finish tool", file=sys.stderr)
         return 1
+    close_with_server(server)
     logger.info("serving %s on %s:%d", TOOL_TYPE, args.host, args.port)
-    server.start()
+    try:
+        server.start()
+    finally:
+        server.tool_manager.tools[TOOL_TYPE].close()
     return 0
+
+
+def close_with_server(server) -> None:
+    """Close our tool (its frame workers, its counters' last log line) when verl-tool's server shuts down.
+
+    On SIGTERM or SIGINT uvicorn shuts the app down (verl-tool's lifespan calls `tool_manager.cleanup`)
+    and then raises the signal again, so code after `server.start()` never runs: the close rides on
+    that cleanup. Workers of a server killed outright exit by themselves (tools/environment/frame_workers.py).
+    """
+    manager = server.tool_manager
+    tool = manager.tools[TOOL_TYPE]
+    cleanup = manager.cleanup
+
+    def cleanup_and_close() -> None:
+        try:
+            cleanup()
+        finally:
+            tool.close()
+
+    manager.cleanup = cleanup_and_close
 
 
 if __name__ == "__main__":

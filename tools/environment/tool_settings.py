@@ -19,7 +19,9 @@ ENV_VAR = "LONGVIDEO_R1_TOOL_CONFIG"
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 _SOURCE_KEYS = {"caption_dir", "video_dir", "vlm"}
 _TOP_KEYS = {"default", "sources", "frames_per_query", "max_side", "jpeg_quality", "max_trees",
-             "max_trajectories", "video_extensions"}
+             "max_trajectories", "video_extensions", "frame_cache_mb", "frame_workers"}
+# MiB of prepared video_qa frames (JPEG data URLs) the tool server keeps; 0 keeps none.
+DEFAULT_FRAME_CACHE_MB = 4096
 
 
 class ToolSettingsError(ValueError):
@@ -47,6 +49,10 @@ class ToolSettings:
     max_trees: int = 512
     max_trajectories: int = 100_000
     video_extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    # Prepared leaves kept in memory, in MiB of data URL text (0: no caching).
+    frame_cache_mb: int = DEFAULT_FRAME_CACHE_MB
+    # Worker processes that decode cold leaves (0: one per usable core, at most 16).
+    frame_workers: int = 0
 
     def for_source(self, data_source: str | None) -> SourceSettings:
         """The settings of `data_source`, or the default ones when it has no entry."""
@@ -96,6 +102,14 @@ def _positive_int(data: dict, key: str, default: int, where: str) -> int:
     return value
 
 
+def _non_negative_int(data: dict, key: str, default: int, where: str, meaning_of_zero: str) -> int:
+    """An optional integer setting that may be 0 (which means `meaning_of_zero`)."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ToolSettingsError(f"{where}.{key}: expected 0 ({meaning_of_zero}) or a positive integer, got {value!r}")
+    return value
+
+
 def settings_from_dict(data: object, where: str = "tool settings") -> ToolSettings:
     """Validate a settings mapping (as rendered from the Hydra `tool` config) into ToolSettings."""
     if not isinstance(data, dict):
@@ -119,6 +133,8 @@ def settings_from_dict(data: object, where: str = "tool settings") -> ToolSettin
         max_trees=_positive_int(data, "max_trees", 512, where),
         max_trajectories=_positive_int(data, "max_trajectories", 100_000, where),
         video_extensions=tuple(extensions),
+        frame_cache_mb=_non_negative_int(data, "frame_cache_mb", DEFAULT_FRAME_CACHE_MB, where, "no caching"),
+        frame_workers=_non_negative_int(data, "frame_workers", 0, where, "one per usable core, at most 16"),
     )
 
 

@@ -139,6 +139,10 @@ class LongVideoNavTool(_verl_tool_base()):
         """The trajectories that hold state."""
         return self.env.active_trajectories()
 
+    def close(self) -> None:
+        """Stop the environment's frame workers (serve_tool calls this when verl-tool's server stops)."""
+        self.env.close()
+
 
 def register() -> type:
     """Make `tool_type=longvideo_nav` resolvable by verl-tool's `get_tool_cls`; idempotent, refuses a clash."""

@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tools.environment.actions import Answer, GetCaption, VideoQA, parse_turn
+
 
 def _mean(values: list[float]) -> float:
     """The mean, 0 for no values."""
@@ -26,6 +28,28 @@ def _spread(values: list[float]) -> dict[str, float]:
         return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
     return {"mean": _mean(values), "std": float(statistics.pstdev(values)), "min": float(min(values)),
             "max": float(max(values))}
+
+
+def call_kind(action: object) -> str:
+    """What a tool request asked for: get_caption, video_qa, answer, or invalid (the tool's own reading)."""
+    parsed = parse_turn(action) if isinstance(action, str) else None
+    if parsed is None or parsed.error is not None:
+        return "invalid"
+    kinds = {GetCaption: "get_caption", VideoQA: "video_qa", Answer: "answer"}
+    return kinds[type(parsed.action)]
+
+
+def tool_time_by_kind(calls: list[dict]) -> dict[str, dict[str, float]]:
+    """Per request kind: how many, and the tool server's own milliseconds per request (mean, max)."""
+    kinds = [call_kind(call.get("action")) for call in calls]
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for kind, call in zip(kinds, calls, strict=True):
+        milliseconds = call.get("processing_time_ms")
+        if isinstance(milliseconds, (int, float)) and not isinstance(milliseconds, bool):
+            times[kind].append(float(milliseconds))
+    counts = Counter(kinds)
+    return {kind: {"calls": counts[kind], "ms_mean": _mean(ms), "ms_max": max(ms, default=0.0)}
+            for kind, ms in sorted(times.items())}
 
 
 def reward_components(records: list[dict]) -> dict[str, dict[str, float]]:
@@ -76,6 +100,7 @@ def summarize(records: list[dict], sampled, config, settings: dict) -> dict[str,
                    "observation_per_call": sum(observed) / max(len(calls), 1),
                    "response": _spread([float(len(record["response_mask"])) for record in records])},
         "time_s": timing, "policy_requests": sampled.policy_requests,
+        "tool_time_by_kind": tool_time_by_kind(calls),
         "rollouts_per_s": len(records) / timing["generation_wall"] if timing.get("generation_wall") else 0.0,
         "tool_plus_reward_over_policy": side / timing["policy"] if timing.get("policy") else 0.0,
     }
@@ -103,6 +128,10 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| time: policy / tool / reward (s, summed per call) | {time_s.get('policy', 0):.2f} / "
         f"{time_s.get('tool', 0):.2f} / {time_s.get('reward', 0):.3f} |",
         f"| (tool + reward) / policy | {summary['tool_plus_reward_over_policy']:.3f} |",
+        "", "## Tool time per request kind (the tool server's own time)", "",
+        "| kind | requests | ms per request (mean) | ms (max) |", "|---|---|---|---|",
+        *(f"| {kind} | {row['calls']} | {row['ms_mean']:.1f} | {row['ms_max']:.1f} |"
+          for kind, row in summary["tool_time_by_kind"].items()),
         "", "## Reward components", "", "| component | mean | std | min | max |", "|---|---|---|---|---|",
     ]
     for name, spread in summary["reward"].items():

@@ -148,6 +148,8 @@ def test_hand_checked_summary() -> None:
     assert report["seconds_per_question"] == {"mean": 40.0, "median": 30.0, "p90": 100.0}
     assert report["model_seconds_per_question"] == {"mean": 12.0, "median": 12.0, "p90": 24.0}
     assert report["tool_seconds_per_question"] == {"mean": 5.0, "median": 6.0, "p90": 10.0}
+    # Per served call: get_caption 3 + 4 + 5 + 6 s over 2 + 1 + 2 + 2 calls; video_qa 2 + 5 s over 1 + 1 calls.
+    assert report["tool_ms_per_call"] == {"get_caption": 2571.429, "video_qa": 3500.0}
     # prompt [1000, 2000, 1500, 2500, 0], completion [100, 200, 300, 400, 0]
     assert report["tokens_per_question"] == {"prompt": 1400.0, "completion": 200.0}
     # 0 calls: q5 right; 2 calls: q1 right; 3 calls: q2 wrong, q3 right, q4 wrong
@@ -165,6 +167,7 @@ def test_hand_checked_question_row() -> None:
         "id": "q2", "correct": False, "answer": "A", "ground_truth": "C", "turns": 4, "tool_calls": 3,
         "get_caption_calls": 1, "video_qa_calls": 1, "invalid_turns": 1, "visited": [[1, 1, 1], [1, 1, 1]],
         "location_f1": 0.666667, "seconds": 20.0, "model_seconds": 12.0, "tool_seconds": 6.0,
+        "get_caption_seconds": 4.0, "video_qa_seconds": 2.0,
         "prompt_tokens": 2000, "completion_tokens": 200}
     row = question_metrics(trajectories[4])
     assert (row["turns"], row["tool_calls"], row["visited"], row["model_seconds"], row["tool_seconds"],
@@ -284,6 +287,7 @@ def test_markdown_of_the_hand_checked_run() -> None:
                  "| answered | 4 |", "| failed / rejected | 2 / 2 |", "| turns (mean, median) | 3.00, 3 |",
                  "| tool calls (mean, p90) | 2.20, 3 |", "| get_caption / video_qa calls (mean) | 1.40 / 0.40 |",
                  "| location F1 (mean) | 0.3535 over 4 |", "| seconds per question (mean, p90) | 40.0, 100.0 |",
+                 "| tool ms per call: get_caption / video_qa | 2571.4 / 3500.0 |",
                  "Failed questions by kind: http 1, timeout 1",
                  "| category | questions | accuracy |", "| action | 3 | 33.33% |", "| counting | 4 | 50.00% |",
                  "| temporal | 3 | 66.67% |"):
@@ -333,7 +337,8 @@ def test_write_report(tmp_path) -> None:
     expected_keys = {"benchmark", "mode", "questions", "evaluated", "correct", "accuracy", "accuracy_of_evaluated",
                      "answered", "failed", "rejected", "errors_by_kind", "per_category", "turns", "tool_calls",
                      "get_caption_calls", "video_qa_calls", "invalid_turns", "location_f1", "seconds_per_question",
-                     "model_seconds_per_question", "tool_seconds_per_question", "tokens_per_question",
+                     "model_seconds_per_question", "tool_seconds_per_question", "tool_ms_per_call",
+                     "tokens_per_question",
                      "accuracy_by_tool_calls", "per_question", "trajectories"}
     assert set(saved) == expected_keys
     assert (saved["benchmark"], saved["mode"], saved["accuracy"], saved["questions"]) == ("lvbench", "eval",

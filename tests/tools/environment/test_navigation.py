@@ -12,19 +12,21 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.fake_vlm import FakeVLM
+from tests.fixtures.frame_worker_tasks import kill_this_worker
 from tests.fixtures.tool_world import DURATION, FPS, VIDEO_UID, WIDTH, build_world, extra_info, turn, write_tree
 from tools.demo.synthetic_video import decode_frame_index
-from tools.environment import frames, geometry, prompts
+from tools.environment import frame_workers, frames, geometry, navigation, prompts
 from tools.environment.actions import TURN_TAGS
 from tools.environment.navigation import NavigationEnv
 
 
 @pytest.fixture
-def env(world, vlm: FakeVLM) -> NavigationEnv:
-    """A fresh environment (no trajectory state) over the shared world."""
+def env(world, vlm: FakeVLM):
+    """A fresh environment (no trajectory state) over the shared world; its frame workers stopped after the test."""
     vlm.reset()
     vlm.answer = "a red car drives by"
-    return NavigationEnv(world.settings)
+    with NavigationEnv(world.settings) as fresh:
+        yield fresh
 
 
 def frame_indices(request_body: dict) -> list[int]:
@@ -231,3 +233,68 @@ def test_trees_are_read_once(env: NavigationEnv, world) -> None:
         assert env.step("t", turn("get_caption((4, 4, 4))"), extra_info()).valid
     finally:
         path.write_bytes(content)
+
+
+def image_urls(request_body: dict) -> list[str]:
+    """The image data URLs of one chat request, in order."""
+    return [part["image_url"]["url"] for part in request_body["messages"][0]["content"] if part["type"] == "image_url"]
+
+
+def ask_leaf(env: NavigationEnv, trajectory: str, ids: str = "(2, 3, 1)"):
+    """Read a leaf's caption, then ask video_qa about it, in trajectory `trajectory`."""
+    env.step(trajectory, turn(f"get_caption({ids})"), extra_info())
+    return env.step(trajectory, turn(f'video_qa({ids}, "what car?")'), extra_info())
+
+
+def test_trajectories_asking_one_leaf_share_one_decode_and_the_same_frames(env: NavigationEnv, vlm: FakeVLM) -> None:
+    """The second trajectory's video_qa of a leaf is served from the frame cache: byte-identical images."""
+    assert env.frame_pool.pids() == []
+    assert ask_leaf(env, "a").valid and ask_leaf(env, "b").valid
+    first, second = vlm.chat_requests()
+    assert image_urls(first.body) == image_urls(second.body) and len(image_urls(first.body)) == 16
+    stats = env.leaf_frames.stats()
+    assert (stats["misses"], stats["hits"], stats["entries"]) == (1, 1, 1)
+    # The cold leaf was prepared by one worker process, started at the first video_qa.
+    assert len(env.frame_pool.pids()) == 1
+    # The serve rule still holds per trajectory: a third trajectory that read no caption is refused.
+    assert not env.step("c", turn('video_qa((2, 3, 1), "what car?")'), extra_info()).valid
+
+
+def test_a_frame_worker_crash_is_a_tool_failure_and_the_pool_recovers(env: NavigationEnv, vlm: FakeVLM,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-leaf gives a tool-failure observation naming it; the next video_qa is served."""
+    monkeypatch.setattr(env.frame_pool, "_prepare", kill_this_worker)
+    crashed = ask_leaf(env, "t")
+    assert crashed.kind == "tool_error" and not crashed.valid
+    assert "killed by SIGKILL" in crashed.text and "restarted" in crashed.text
+    assert vlm.chat_requests() == [] and env.leaf_frames.stats()["entries"] == 0
+    monkeypatch.setattr(env.frame_pool, "_prepare", frame_workers.prepare_leaf)
+    served = env.step("t", turn('video_qa((2, 3, 1), "what car?")'), extra_info())
+    assert served.valid and env.frame_pool.restarts == 1
+
+
+def frame_summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The frame cache summaries the environment logged."""
+    return [record.getMessage() for record in caplog.records
+            if record.name == navigation.__name__ and "video_qa frames" in record.getMessage()]
+
+
+def test_close_stops_the_frame_workers_and_logs_the_counters(world, vlm: FakeVLM, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Every STATS_EVERY video_qa calls and at close, one INFO line of counters; close() ends the workers."""
+    vlm.reset()
+    monkeypatch.setattr(navigation, "STATS_EVERY", 2)
+    caplog.set_level(logging.INFO, logger=navigation.__name__)
+    env = NavigationEnv(world.settings)
+    assert ask_leaf(env, "a").valid and ask_leaf(env, "b").valid
+    lines = frame_summaries(caplog)
+    assert len(lines) == 1 and "after 2 call(s): 1 hit(s), 1 decode(s)" in lines[0]
+    assert "frame worker(s) decoded 1 leaves" in lines[0]
+    pids = env.frame_pool.pids()
+    env.close()
+    env.close()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert len(frame_summaries(caplog)) == 2
+    # A closed environment explains that it can prepare no more frames.
+    late = ask_leaf(env, "c", "(1, 1, 1)")
+    assert late.kind == "tool_error" and "shut down" in late.text

@@ -9,7 +9,7 @@ import pytest
 
 from tools.rollouts import text_only
 from tools.rollouts.policy_client import PolicyError, completion_request, parse_choice
-from tools.rollouts.report import flat_groups, markdown, reward_components, summarize
+from tools.rollouts.report import call_kind, flat_groups, markdown, reward_components, summarize, tool_time_by_kind
 
 
 @pytest.mark.parametrize(("prompt_len", "asked", "expected"), [
@@ -110,3 +110,36 @@ def test_summary_numbers_come_from_the_records() -> None:
     assert reward_components(records)["score"] == {"mean": 0.5, "std": pytest.approx(0.35355339), "min": 0.0,
                                                    "max": 1.0}
     assert "| GRPO groups with all rewards equal (no signal) | 50.0% |" in markdown(summary)
+
+
+@pytest.mark.parametrize(("action", "kind"), [
+    ("<think>where?</think><tool>get_caption((1, 2))</tool>", "get_caption"),
+    ('<think>look</think><tool>video_qa((1, 2, 3), "who is there?")</tool>', "video_qa"),
+    ("<think>sure</think><answer>B</answer>", "answer"),
+    ("<think>hm</think><tool>get_caption(1, 2</tool>", "invalid"),
+    ("", "invalid"),
+    (None, "invalid"),
+])
+def test_call_kind_is_the_tools_reading(action: object, kind: str) -> None:
+    """A tool request is classified as the tool reads it; what it cannot read is invalid."""
+    assert call_kind(action) == kind
+
+
+def test_tool_time_by_kind_from_the_servers_own_times() -> None:
+    """Requests per kind and the server's ms per request; a request without a time counts but adds no time."""
+    caption, video = "<tool>get_caption((1, 2))</tool>", '<tool>video_qa((1, 2, 3), "what?")</tool>'
+    calls = [{"action": caption, "processing_time_ms": 2.0}, {"action": caption, "processing_time_ms": 4.0},
+             {"action": video, "processing_time_ms": 1500.0}, {"action": video}, {"action": "junk",
+                                                                                 "processing_time_ms": 1.0}]
+    assert tool_time_by_kind(calls) == {
+        "get_caption": {"calls": 2, "ms_mean": 3.0, "ms_max": 4.0},
+        "invalid": {"calls": 1, "ms_mean": 1.0, "ms_max": 1.0},
+        "video_qa": {"calls": 2, "ms_mean": 1500.0, "ms_max": 1500.0}}
+    rollout = {**record(0, 1.0, [1]), "tool_calls": [{**call, "valid_action": 1, "obs": "o"} for call in calls]}
+    config = SimpleNamespace(actor_rollout_ref=SimpleNamespace(
+        rollout=SimpleNamespace(n=1),
+        agent=SimpleNamespace(max_turns=3, max_response_length=64, max_action_length=16, max_obs_length=8)))
+    sampled = SimpleNamespace(timing_s={"policy": 1.0}, policy_requests=1)
+    summary = summarize([rollout], sampled, config, {"policy": {"path": "/m"}, "split": "train"})
+    assert summary["tool_time_by_kind"] == tool_time_by_kind(calls)
+    assert "| video_qa | 2 | 1500.0 | 1500.0 |" in markdown(summary).splitlines()
