@@ -30,6 +30,7 @@ from tests.fixtures.fake_vlm import FakeVLM
 from tests.fixtures.scripted_policy import ScriptedPolicy, question_of
 from tests.integration.conftest import Demo
 from tests.launch.test_cli import Result, run_main
+from tools.agent.eval_report import TIMING_FIELDS
 from tools.builders.sft_report import CHAT_ROLES
 from tools.environment import geometry
 from tools.environment.trajectory import trajectory_from_dict
@@ -37,8 +38,6 @@ from tools.environment.trajectory import trajectory_from_dict
 pytestmark = pytest.mark.slow
 
 MARKER_ENV = "LONGVIDEO_R1_TEST_AGENT_STAGES"
-# Timing fields of a results.json row: the only ones two runs of the same script may disagree on.
-TIMING_FIELDS = ("seconds", "model_seconds", "tool_seconds")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

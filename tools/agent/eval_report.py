@@ -40,6 +40,10 @@ def location_f1(trajectory: Trajectory) -> float | None:
     return location_reward(judge_rollout(decoded_rollout(steps), trajectory.width), question)
 
 
+# The fields of a per-question row that measure time: two runs of one script may differ only in these.
+TIMING_FIELDS = ("seconds", "model_seconds", "tool_seconds", "get_caption_seconds", "video_qa_seconds")
+
+
 def question_metrics(trajectory: Trajectory) -> dict:
     """What one question cost and found: turns, calls the tool served, visited segments, location F1, time."""
     served = [turn.action for turn in trajectory.turns if turn.valid and turn.action.get("name") != "answer"]
