@@ -74,6 +74,8 @@ UTILITIES = {
     "compare": ("launch.compare", "two evaluation results.json side by side: metrics, categories, paired questions"),
     "merge": ("launch.rl_merge", "merge a checkpoint of an RL run into a Hugging Face model (verl's model merger)"),
     "status": ("launch.status", "each run of a run or sweep directory: state, exit code, Slurm job, results"),
+    "view": ("launch.view", "one self-contained HTML page of an eval, trajectories, preflight or RL run's rollouts "
+             "(or two eval runs side by side)"),
 }
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+
+from tools.agent.eval_report import AGREEMENTS, paired_questions
 
 # (label, path into results.json, format): the headline rows.
 METRICS = (
@@ -70,13 +73,8 @@ def _show(value: float | None, kind: str, signed: bool = False) -> str:
 
 def paired(a: dict, b: dict) -> dict[str, int]:
     """Over questions both runs finished: both right, only A right, only B right, both wrong."""
-    right_a = {row["id"]: row["correct"] for row in a["per_question"]}
-    right_b = {row["id"]: row["correct"] for row in b["per_question"]}
-    shared = right_a.keys() & right_b.keys()
-    return {"shared": len(shared), "both right": sum(right_a[q] and right_b[q] for q in shared),
-            "only A right": sum(right_a[q] and not right_b[q] for q in shared),
-            "only B right": sum(right_b[q] and not right_a[q] for q in shared),
-            "both wrong": sum(not right_a[q] and not right_b[q] for q in shared)}
+    labels = Counter(paired_questions(a["per_question"], b["per_question"]).values())
+    return {"shared": sum(labels.values()), **{label: labels[label] for label in AGREEMENTS}}
 
 
 def render(a: dict, b: dict, name_a: str, name_b: str) -> str:

@@ -168,10 +168,20 @@ def rollout_counts(rollout: Rollout) -> dict[str, int]:
             "video_qa_calls": video_qa, "answered": int(bool(rollout.answers))}
 
 
+# What wraps an observation between two model turns once verl decodes without special tokens (Qwen chat).
+OBSERVATION_OPEN, OBSERVATION_CLOSE = "\nuser\n", "\nassistant\n"
+
+
 def decoded_rollout(steps: list[tuple[str, str]]) -> str:
     """The text verl hands the reward for model turns and their observations (verl-tool multi-turn, Qwen chat).
 
     Between turns verl-tool inserts `<|im_end|>\\n<|im_start|>user\\n{observation}<|im_end|>\\n`
     `<|im_start|>assistant\\n`; decoding without special tokens leaves `\\nuser\\n{observation}\\nassistant\\n`.
     """
-    return "".join(turn + (f"\nuser\n{observation}\nassistant\n" if observation else "") for turn, observation in steps)
+    return "".join(turn + (f"{OBSERVATION_OPEN}{observation}{OBSERVATION_CLOSE}" if observation else "")
+                   for turn, observation in steps)
+
+
+def observation_of(between: str) -> str:
+    """The observation in the text between two model turns (`split_steps`), its chat role text removed."""
+    return between.removeprefix(OBSERVATION_OPEN).removesuffix(OBSERVATION_CLOSE)

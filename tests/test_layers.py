@@ -2,7 +2,7 @@
 
 Bottom to top (a module may import its own layer and the layers before it, never one after it):
 the agent's environment, the rewards, the reward audit, the builders, the agent loop and the RL preflight,
-the demo fixtures, the launcher. No import cycle between modules remains either.
+the rollout viewer, the demo fixtures, the launcher. No import cycle between modules remains either.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rewards.audit",),
     ("tools.builders",),
     ("tools.agent", "tools.rollouts"),
+    ("tools.viewer",),
     ("tools.demo",),
     ("launch",),
 )

@@ -31,6 +31,7 @@ from launch.stages.agent_config import (
 from launch.stages.datasets import demo_world_dir, existing_path, max_turns_of, tool_settings
 from launch.stages.serving import local_url, served_gpus, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft_config import check_chat_config
+from launch.view import VIEW_FILE, view_step
 from tools.environment.vlm_endpoint import VLMEndpoint
 
 
@@ -109,9 +110,11 @@ def _plan(config: DictConfig, stage: str, run_dir: Path, python: str, settings: 
     main = Step(stage, [python, "-m", "tools.agent.run", "--settings", settings_file, "--output", stage],
                 env={"PYTHONUNBUFFERED": "1"})
     return Plan(stage=stage, run_dir=str(run_dir), main=main, files=files, services=services, before=before,
+                after=[view_step(python, stage)],
                 resources=Resources(nodes=1, gpus_per_node=int(config.launcher.gpus_per_node)),
                 outputs={"results": str(run_dir / stage / "results.json"),
-                         "trajectories": str(run_dir / stage / "trajectories.jsonl")})
+                         "trajectories": str(run_dir / stage / "trajectories.jsonl"),
+                         "view": str(run_dir / stage / VIEW_FILE)})
 
 
 def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:

@@ -31,6 +31,7 @@ from launch.stages.rl import (
 )
 from launch.stages.rl_config import RLConfigError, check_rl_config
 from launch.stages.serving import local_url, served_gpus, vllm_engine, vllm_service
+from launch.view import VIEW_FILE, view_step
 
 SPLITS = ("train", "val")
 SETTINGS_FILE = "rollouts/settings.json"
@@ -109,6 +110,7 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
                 env={"PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "HYDRA_FULL_ERROR": "1"})
     out = run_dir / OUTPUT_DIR
     return Plan(stage="rollouts", run_dir=str(run_dir), main=main, files=files, services=services,
-                before=data_steps(config, rl, values, python),
+                before=data_steps(config, rl, values, python), after=[view_step(python, OUTPUT_DIR)],
                 resources=Resources(nodes=1, gpus_per_node=available),
-                outputs={"rollouts": str(out / "rollouts.jsonl"), "report": str(out / "report.json")})
+                outputs={"rollouts": str(out / "rollouts.jsonl"), "report": str(out / "report.json"),
+                         "view": str(out / VIEW_FILE)})

@@ -26,6 +26,7 @@ import pytest
 
 from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT, launch
+from tests.fixtures.browser import browser, row_count  # noqa: F401
 from tests.fixtures.fake_vlm import FakeVLM
 from tests.fixtures.scripted_policy import ScriptedPolicy, question_of
 from tests.integration.conftest import Demo
@@ -283,6 +284,31 @@ def test_eval_end_to_end_reproduces_the_demo_script(baseline: Run, demo: Demo, d
         assert body["stop"] == ["</tool>", "</answer>"]
         assert body["include_stop_str_in_output"] is True
         assert (body["max_tokens"], body["temperature"], body["top_p"]) == (256, 0.0, 1.0)
+
+
+def test_eval_writes_its_view_showing_each_question_as_played(baseline: Run, browser) -> None:  # noqa: F811
+    """eval/view.html in a real browser: a row per question; per question, the visited segments of results.json in
+    order and the trajectory's clue intervals; no request leaves the page."""
+    page_file = baseline.out / "view.html"
+    assert page_file.is_file()
+    per_question = baseline.results()["per_question"]
+    clues = {record["id"]: record["clue_intervals"] for record in baseline.trajectories()}
+    with browser.open(page_file) as opened:
+        assert row_count(opened) == len(per_question) == 32
+        opened.screenshot("eval-index.png")
+        rows = opened.page.eval_on_selector_all("#rows .index-row", "rows => rows.map(r => Number(r.dataset.i))")
+        for position in rows:
+            opened.show(position)
+            question = opened.page.inner_text("#detail-view h2")
+            row = next(row for row in per_question if row["id"] == question)
+            visits = opened.page.eval_on_selector_all("#detail-view .visit",
+                                                      "nodes => nodes.map(n => n.dataset.ids.split(',').map(Number))")
+            assert visits == row["visited"], question
+            shown = opened.page.eval_on_selector_all(
+                "#detail-view .clue", "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])")
+            assert shown == clues[question]
+        opened.screenshot("eval-question.png", full_page=True)
+        assert opened.network_requests() == [] and opened.errors == []
 
 
 def test_eval_conversation_is_the_sft_conversation(baseline: Run, demo: Demo) -> None:
@@ -543,6 +569,9 @@ def test_trajectories_end_to_end_feed_sft_data(demo: Demo, demo_vlm: FakeVLM, tm
     assert all(t.correct and not t.hinted for t in trajectories)
     results = json.loads((run_dir / "trajectories" / "results.json").read_text())
     assert (results["mode"], results["questions"], results["correct"]) == ("trajectories", 32, 32)
+    # The run's page to read the trajectories in, one row a question.
+    page = (run_dir / "trajectories" / "view.html").read_text()
+    assert page.count('<script type="application/json" id="d-') == 32
     # Every question right at its first episode: one request per scripted turn (attempts=3 stops there).
     scripted = demo.by_id()
     assert policy.requests() == Counter({qid: len(scripted[qid]["turns"]) for qid in demo.ids})

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT, launch
+from tests.fixtures.browser import browser  # noqa: F401
 from tests.fixtures.vllm_cpu import require_vllm_cpu, structured_actions
 from tools.rollouts.sample import RAY_TEMP_PREFIX, compose_trainer_config
 
@@ -295,3 +296,80 @@ def test_a_policy_server_that_never_gets_ready_fails_naming_its_log(tiny_sft_run
     assert done.returncode != 0
     assert "service policy not ready after" in output and "logs/policy.0.log" in output
     assert not [name for name, pid in service_pids(output).items() if alive(pid)]
+
+
+def group_dom(opened) -> list[dict]:
+    """Each rollout of the open group page: its advantage, reward, visits and clue bands, read from the DOM."""
+    return opened.page.eval_on_selector_all("#detail-view .episode", """boxes => boxes.map(box => ({
+        advantage: box.querySelector('.advantage') ? Number(box.querySelector('.advantage').textContent.split(' ')[1])
+                                                   : null,
+        score: Number(box.querySelector("[data-reward='score']").textContent.split(' ')[1]),
+        visits: box.querySelectorAll('.visit').length, clues: box.querySelectorAll('.clue').length}))""")
+
+
+def check_groups(opened, groups: list[list[dict]]) -> None:
+    """The page shows each GRPO group with its rollouts' rewards, advantages, visits and clue bands."""
+    from tests.fixtures.browser import row_count
+
+    assert row_count(opened) == len(groups)
+    for position, members in enumerate(groups):
+        opened.show(position)
+        shown = group_dom(opened)
+        assert [rollout["advantage"] for rollout in shown] == pytest.approx([m["advantage"] for m in members], abs=2e-3)
+        assert [rollout["score"] for rollout in shown] == pytest.approx([m["score"] for m in members], abs=2e-3)
+        assert [rollout["visits"] for rollout in shown] == [m["reward"]["served_calls"] for m in members]
+        assert [rollout["clues"] for rollout in shown] == [len(m["extra_info"]["clue_intervals"]) for m in members]
+        flat = len({round(m["score"], 9) for m in members}) == 1
+        assert opened.page.eval_on_selector_all("#detail-view .zero-variance", "n => n.length") == int(flat)
+    assert opened.network_requests() == [] and opened.errors == []
+
+
+def grouped(records: list[dict]) -> list[list[dict]]:
+    """The records in their GRPO groups, in group order."""
+    groups: dict[int, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    return [groups[key] for key in sorted(groups)]
+
+
+def test_the_preflight_writes_its_view(preflight: Preflight, browser) -> None:  # noqa: F811
+    """The run's rollouts/view.html: one row per GRPO group, each rollout's reward, advantage, visits and clues."""
+    page_file = preflight.run_dir / "rollouts" / "view.html"
+    assert page_file.is_file(), preflight.output[-3000:]
+    with browser.open(page_file) as opened:
+        check_groups(opened, grouped(preflight.records))
+        opened.show(0)
+        opened.screenshot("viewer-group.png", full_page=True)
+
+
+def test_an_rl_dump_shows_its_groups_with_grpo_advantages(preflight: Preflight, tokenizer, tmp_path: Path,
+                                                           browser) -> None:  # noqa: F811
+    """A dump written by verl's own `_dump_generations` from these rollouts: the RL data joined from the run's
+    config, the turns parsed from text decoded with special tokens, advantages recomputed as verl's GRPO does."""
+    from types import SimpleNamespace
+
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    records = [member for members in grouped(preflight.records) for member in members]
+    keys = sorted(records[0]["reward"])
+    extra = {key: [record["reward"][key] for record in records] for key in keys}
+    extra.update(tool_interact_info=[record["tool_calls"] for record in records],
+                 traj_stop_reason=[record["stop_reason"] for record in records])
+    run = tmp_path / "rl_run"
+    RayPPOTrainer._dump_generations(
+        SimpleNamespace(global_steps=3),
+        [tokenizer.decode(record["prompt_ids"], skip_special_tokens=False) for record in records],
+        [tokenizer.decode(record["response_ids"], skip_special_tokens=False) for record in records],
+        [r["ground_truth"] for r in records], [r["score"] for r in records], extra, str(run / "rollouts"))
+    data = [str(path) for path in (preflight.config.data.train_files, preflight.config.data.val_files)]
+    (run / "config.yaml").write_text(json.dumps({"rl": {"algorithm": "grpo", "data": {"train_files": data[0],
+                                                                                      "val_files": data[1]}}}))
+    done = subprocess.run([sys.executable, "-m", "launch", "view", str(run)], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with browser.open(run / "rollouts" / "view-step3.html") as opened:
+        check_groups(opened, grouped(preflight.records))
+    alone = subprocess.run([sys.executable, "-m", "launch", "view", str(run / "rollouts" / "3.jsonl"),
+                            "--data", data[0], "--data", data[1], "--output", str(tmp_path / "alone.html")],
+                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0 and (tmp_path / "alone.html").stat().st_size > 0, alone.stderr

@@ -67,6 +67,23 @@ def question_metrics(trajectory: Trajectory) -> dict:
             "completion_tokens": trajectory.tokens.get("completion", 0)}
 
 
+# How two runs did on a question both finished, in the order `compare` and the viewer list them.
+AGREEMENTS = ("both right", "only A right", "only B right", "both wrong")
+
+
+def agreement(correct_a: bool, correct_b: bool) -> str:
+    """Which of AGREEMENTS two runs' results on one question make."""
+    if correct_a:
+        return AGREEMENTS[0] if correct_b else AGREEMENTS[1]
+    return AGREEMENTS[2] if correct_b else AGREEMENTS[3]
+
+
+def paired_questions(a: list[dict], b: list[dict]) -> dict[str, str]:
+    """Each question both runs' `per_question` rows hold, with its agreement, in A's order."""
+    right_b = {row["id"]: row["correct"] for row in b}
+    return {row["id"]: agreement(row["correct"], right_b[row["id"]]) for row in a if row["id"] in right_b}
+
+
 def _ms_per_call(per_question: list[dict], kind: str) -> float | None:
     """Milliseconds the tool took per served call of `kind` (get_caption or video_qa); None without such calls."""
     calls = sum(row.get(f"{kind}_calls", 0) for row in per_question)

@@ -50,12 +50,15 @@ def rollout_records(batch, tokenizer, reward_keys: list[str]) -> list[dict[str, 
         uid = str(extras["uid"][row])
         groups.setdefault(uid, len(groups))
         extra_info = _plain(extras["extra_info"][row]) if "extra_info" in extras else {}
+        reward_model = _plain(extras["reward_model"][row]) if "reward_model" in extras else {}
         tool_calls = [{key: _plain(call.get(key)) for key in TOOL_CALL_FIELDS}
                       for call in extras["tool_interact_info"][row] or []]
         stop = str(extras["traj_stop_reason"][row])
         records.append({
             "group": groups[uid], "uid": uid, "question_id": extra_info.get("question_id"),
             "data_source": _plain(extras["data_source"][row]) if "data_source" in extras else None,
+            # The question as the reward read it, so the viewer can draw the rollout over its video.
+            "extra_info": extra_info, "ground_truth": reward_model.get("ground_truth"),
             "prompt_ids": prompt_ids, "response_ids": response_ids, "response_mask": mask,
             "text": tokenizer.decode(response_ids, skip_special_tokens=True),
             "score": float(tensors["token_level_scores"][row].sum()),

@@ -187,7 +187,11 @@ def test_every_benchmark_dry_runs(benchmark: str, stage: str, recipe: str, env: 
     assert settings["max_failed_questions"] == 0
     assert plan.main.argv[1:] == ["-m", "tools.agent.run", "--settings", f"{stage}/settings.json", "--output", stage]
     assert plan.outputs == {"results": f"{plan.run_dir}/{stage}/results.json",
-                            "trajectories": f"{plan.run_dir}/{stage}/trajectories.jsonl"}
+                            "trajectories": f"{plan.run_dir}/{stage}/trajectories.jsonl",
+                            "view": f"{plan.run_dir}/{stage}/view.html"}
+    # Once the questions are played, the run writes its page to read them in.
+    (view,) = plan.after
+    assert view.argv[1:] == ["-m", "launch", "view", stage, "--output", f"{stage}/view.html"]
     if expected.in_cache:
         (build,) = plan.before
         assert build.argv[1:] == ["-m", "tools.demo.world", "--output", str(env.cache.absolute() / "demo" / "world")]

@@ -67,6 +67,8 @@ def test_tiny_serves_its_policy_on_the_cpu_build(tmp_path: Path) -> None:
     assert (settings["prompts"], settings["split"], settings["policy"]["model"]) == (4, "train", "policy")
     assert settings["policy"]["base_url"] == "http://127.0.0.1:{{free_port:policy}}/v1"
     assert [step.name for step in preflight.before] == ["build_rl_data"]
+    assert [step.argv[1:] for step in preflight.after] == [["-m", "launch", "view", "rollouts", "--output",
+                                                            "rollouts/view.html"]]
 
 
 def test_paper_recipe_serves_the_vlm_and_the_policy_on_gpus(tmp_path: Path) -> None:
