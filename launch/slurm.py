@@ -13,14 +13,15 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from launch.compose import ConfigError
+from launch.compose import ConfigError, group_options
 from launch.plan import Plan, placeholders_in
-from launch.schema import check_positive, check_range, typed_section
+from launch.schema import check_positive, check_range, described, typed_section
 from tools.environment.secrets import SECRETS_ENV, encode_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -43,44 +44,46 @@ class SlurmError(ConfigError):
 class ContainerSettings:
     """pyxis/enroot flags for every srun step."""
 
-    image: str | None
-    mounts: list[str]
-    extra_args: list[str]
+    image: str | None = described("the pyxis/enroot image every srun step runs in; null: no container")
+    mounts: list[str] = described("host:container mount pairs; the run directory's file system must be among them")
+    extra_args: list[str] = described("further srun flags for the container")
 
 
 @dataclass
 class RaySettings:
     """The Ray cluster an RL job starts over its nodes."""
 
-    port: int
-    join_timeout_s: int
+    port: int = described("the Ray head's port on the first node")
+    join_timeout_s: int = described("seconds to wait for every node's GPUs to join the Ray cluster")
 
 
 @dataclass
 class SlurmSettings:
     """`configs/launcher/slurm.yaml`, typed (the values are the YAML's)."""
 
-    name: str
-    nodes: int
-    gpus_per_node: int
-    gpu_type: str | None
-    request_gpus: bool
-    partition: str | None
-    account: str | None
-    qos: str | None
-    time: str | None
-    cpus_per_task: int | None
-    mem: str | None
-    constraint: str | None
-    exclusive: bool
-    job_name: str | None
-    extra_sbatch: list[str]
-    setup: list[str]
-    python: str | None
-    container: ContainerSettings
-    requeue: bool
-    signal_before_end_s: int
-    ray: RaySettings
+    name: str = described(
+        "the launcher: local runs on this node, slurm submits an sbatch job "
+        "(launcher=NAME)", partial(group_options, "launcher"))
+    nodes: int = described("nodes the run uses (launcher=local: 1)")
+    gpus_per_node: int = described("GPUs of each node the run uses")
+    gpu_type: str | None = described("the GPU type of --gpus-per-node=TYPE:N; null: any")
+    request_gpus: bool = described("ask for the GPUs with --gpus-per-node (false where whole nodes are handed out)")
+    partition: str | None = described("the Slurm partition; null: the cluster's default")
+    account: str | None = described("the Slurm account; null: the cluster's default")
+    qos: str | None = described("the Slurm QOS; null: the cluster's default")
+    time: str | None = described("the wall-clock limit (D-HH:MM:SS); a job near it requeues itself")
+    cpus_per_task: int | None = described("--cpus-per-task of the one task on each node; null: Slurm's default")
+    mem: str | None = described("memory per node (--mem, e.g. 500G; 0: all of it); null: Slurm's default")
+    constraint: str | None = described("--constraint; null: none")
+    exclusive: bool = described("ask for whole nodes (--exclusive)")
+    job_name: str | None = described("the job name; null: lvr1-<stage>-<recipe>-<name>")
+    extra_sbatch: list[str] = described("more #SBATCH options, one per entry, e.g. --mail-type=END")
+    setup: list[str] = described("shell lines run on every node first: module load, environment activation")
+    python: str | None = described("the Python the job runs; null: the interpreter that submitted")
+    container: ContainerSettings = described("pyxis/enroot: the container every srun step runs in")
+    requeue: bool = described("requeue the job (it resumes) when Slurm preempts it or its time limit nears")
+    signal_before_end_s: int = described("seconds before the time limit at which SIGUSR1 requeues the job")
+    ray: RaySettings = described("the Ray cluster an RL job starts over its nodes")
 
 
 def slurm_settings(config: DictConfig) -> SlurmSettings:

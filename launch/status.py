@@ -1,4 +1,7 @@
-"""`python -m launch status RUN_OR_SWEEP_DIR`: each run's state, exit code, job and results.
+"""`python -m launch status DIR`: each run's state, exit code, job and results.
+
+DIR is a run directory, a sweep's directory (each point), or a folder of runs such as runs/sft/tiny or
+runs/sft (every run and sweep point below it, labelled by its path inside DIR).
 
 A run's state comes from Slurm while it knows the job (`scontrol -o show job`, since there may be
 no accounting database), and otherwise from the run directory: `DONE` means finished, an
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from launch.rundir import DONE_MARKER, is_finished
+from launch.rundir import CONFIG_FILE, DONE_MARKER, is_finished
 from launch.slurm import ACTIVE_STATES, recorded_jobs
 
 SWEEP_FILE = "sweep.yaml"
@@ -106,6 +109,21 @@ def sweep_points(sweep_dir: Path) -> list[tuple[str, Path]]:
     return [(f"{p['index']}: {' '.join(p['overrides'])}", sweep_dir / str(p["index"])) for p in points]
 
 
+def runs_in(directory: Path, folder: Path | None = None) -> list[tuple[str, Path]]:
+    """(label, run directory) of a sweep's points, of a run, or of every run below a folder of runs, in name order.
+
+    Below a folder (`folder`: the one `status` was given), labels are paths inside it; a run's or a sweep's
+    own folders are never searched.
+    """
+    inside = "" if folder is None else f"{directory.relative_to(folder)}/"
+    if (directory / SWEEP_FILE).is_file():
+        return [(f"{inside}{label}", run_dir) for label, run_dir in sweep_points(directory)]
+    if (directory / CONFIG_FILE).is_file():
+        return [(inside.rstrip("/") or directory.name, directory)]
+    children = sorted(child for child in directory.iterdir() if child.is_dir() and not child.name.startswith("."))
+    return [row for child in children for row in runs_in(child, folder or directory)]
+
+
 def format_table(rows: list[tuple[str, RunStatus]]) -> str:
     """A plain-text table of runs."""
     header = ("run", "state", "exit", "job", "results or log")
@@ -119,16 +137,15 @@ def format_table(rows: list[tuple[str, RunStatus]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m launch status`; 0 when every run finished, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="python -m launch status", description=__doc__.splitlines()[0])
-    parser.add_argument("directory", type=Path, help="a run directory, or a sweep's directory (holds sweep.yaml)")
+    parser.add_argument("directory", type=Path, help="a run directory, a sweep's directory (holds sweep.yaml), or "
+                        "a folder of runs (e.g. runs/sft/tiny or runs/sft)")
     args = parser.parse_args(argv)
     directory = args.directory.expanduser().absolute()
-    if (directory / SWEEP_FILE).is_file():
-        rows = [(label, run_status(run_dir)) for label, run_dir in sweep_points(directory)]
-    elif (directory / "config.yaml").is_file():
-        rows = [(directory.name, run_status(directory))]
-    else:
-        print(f"error: {directory} is neither a run directory (config.yaml) nor a sweep directory ({SWEEP_FILE})",
-              file=sys.stderr)
+    runs = runs_in(directory) if directory.is_dir() else []
+    if not runs:
+        print(f"error: {directory} is neither a run directory ({CONFIG_FILE}) nor a sweep directory ({SWEEP_FILE}), "
+              "and no folder below it is one", file=sys.stderr)
         return 2
+    rows = [(label, run_status(run_dir)) for label, run_dir in runs]
     print(format_table(rows))
     return 0 if all(status.state == "COMPLETED" for _, status in rows) else 1

@@ -9,7 +9,6 @@ trainer's `@hydra.main` uses), and checked: the key exists, the value has the ke
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from functools import lru_cache
@@ -21,6 +20,7 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
 from launch.compose import ConfigError
+from launch.config_errors import did_you_mean
 
 KEYS_FILE = Path(__file__).with_name("verl_tool_trainer_keys.json")
 TRAINER_CONFIG_DIR = "verl_tool/trainer/config"
@@ -121,8 +121,8 @@ def _type_error(key: str, expected: str, value: Any) -> TrainerConfigError | Non
 
 
 def _unknown(key: str) -> TrainerConfigError:
-    close = difflib.get_close_matches(key, list(trainer_keys()), n=3, cutoff=0.75)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    # Whole dotted keys share long prefixes, so a suggestion must be nearer than for a section's own keys.
+    hint = did_you_mean(key, trainer_keys(), cutoff=0.75)
     if key in _sections():
         return TrainerConfigError(f"{key} is a section of verl-tool's trainer config; set its keys one by one")
     return TrainerConfigError(f"{key} is not a key of verl-tool's trainer config (commit {pinned_commit()[:12]})"

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from launch.handoff import Handoff, HandoffError, resolve_model
 from launch.plan import FileSpec, Plan, Resources, Step
+from launch.preflight_checks import Needs, check_needs
 from launch.stages.agent_config import (
     GENERATION_KEYS,
     AgentConfigError,
@@ -127,23 +128,27 @@ def build_eval_plan(config: DictConfig, run_dir: Path, run_name: str, python: st
     section: EvalConfig = check_stage_section(config, "eval")
     endpoint = dict(section.endpoint)
     available = int(config.launcher.gpus_per_node)
-    engine = vllm_engine(config, python)
+    vlm = section.vlm
+    # The `vllm` section matters, and vLLM must be installed, only when this Plan serves a model.
+    engine = vllm_engine(config, python) if section.serve or vlm.serve else None
     services = []
     model_gpus: list[int] = []
+    vlm_gpus: list[int] = []
     if section.serve:
         model_gpus = served_gpus(section.gpus, "eval.gpus", available, engine)
         services.append(vllm_service("model", eval_model(config, run_name.split("/", 1)[0]), endpoint["model"],
                                      model_gpus, section.max_model_len, section.gpu_memory_utilization,
                                      section.extra_args, section.ready_timeout_s, engine))
         endpoint["base_url"] = local_url("model")
-    vlm = section.vlm
     if vlm.serve:
         vlm_gpus = served_gpus(vlm.gpus, "eval.vlm.gpus", available, engine)
         if set(vlm_gpus) & set(model_gpus):
             raise AgentConfigError(f"eval.vlm.gpus={vlm_gpus} overlaps eval.gpus={section.gpus}")
         services.append(vllm_service("vlm", vlm.model, vlm.model, vlm_gpus, vlm.max_model_len,
                                      vlm.gpu_memory_utilization, vlm.extra_args, vlm.ready_timeout_s, engine))
-    return _plan(config, "eval", run_dir, python, run_settings(config, "eval", section, endpoint, spec), services)
+    plan = _plan(config, "eval", run_dir, python, run_settings(config, "eval", section, endpoint, spec), services)
+    check_needs(config, "eval", python, Needs(vllm=engine, gpus=[*model_gpus, *vlm_gpus]))
+    return plan
 
 
 def build_trajectories_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:

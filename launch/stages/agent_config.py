@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from launch.compose import group_options
-from launch.schema import check_choice, check_positive, check_range, typed_section
+from launch.schema import check_choice, check_positive, check_range, described, typed_section
 from launch.stages.datasets import DatasetConfigError, existing_path, tool_settings
 from launch.stages.rl_config import VLMServeConfig
 from tools.builders.annotations import FORMAT_NAMES, LENGTH_CLASSES
@@ -39,26 +39,27 @@ def benchmark_names() -> list[str]:
 class BenchmarkConfig:
     """One question set (configs/benchmark/NAME.yaml); null folders are the tool's for its data source."""
 
-    name: str
-    format: str
-    annotations: str
-    data_source: str
-    caption_dir: str | None
-    video_dir: str | None
-    length: str | None
-    limit: int | None
-    build: str | None
+    name: str = described("the question set (benchmark=NAME picks it; configs/benchmark/NAME.yaml)", benchmark_names)
+    format: str = described("the annotation format", FORMAT_NAMES)
+    annotations: str = described("the annotation file")
+    data_source: str = described("the questions' data source: the tool serves its folders")
+    caption_dir: str | None = described("the folder of caption trees; null: the tool's folder for data_source")
+    video_dir: str | None = described("the folder of videos; null: the tool's folder for data_source")
+    length: str | None = described("only the questions of this length class (Video-MME); null: all", LENGTH_CLASSES)
+    limit: int | None = described("play at most this many questions; null: all")
+    build: str | None = described(
+        "demo: build the demo world before playing; null: the files must exist", BENCHMARK_BUILDERS)
 
 
 @dataclass
 class GenerationConfig:
     """How the model is asked each turn: the agent loop's `Generation` less the recipe's turn limit."""
 
-    top_p: float
-    send_stop: bool
-    vllm_stop: bool
-    question_timeout_s: float
-    extra_body: dict[str, Any]
+    top_p: float = described("nucleus sampling of each model turn, in (0, 1]")
+    send_stop: bool = described("send the action stop strings </tool> and </answer> as `stop`")
+    vllm_stop: bool = described("send vLLM's include_stop_str_in_output, so each turn ends where the RL rollout's does")
+    question_timeout_s: float = described("wall-clock seconds one question may take, every turn included")
+    extra_body: dict[str, Any] = described("extra request fields for every model call")
 
 
 GENERATION_KEYS = tuple(field.name for field in dataclasses.fields(GenerationConfig))
@@ -68,32 +69,37 @@ GENERATION_KEYS = tuple(field.name for field in dataclasses.fields(GenerationCon
 class AgentStageConfig(GenerationConfig):
     """What eval and trajectories share: the endpoint, the generation keys and how many questions at once."""
 
-    endpoint: dict[str, Any]
-    concurrency: int
-    max_failed_questions: int
-    system_prompt_file: str | None
+    endpoint: dict[str, Any] = described(
+        "the model's OpenAI-compatible endpoint: base_url, model, api_key_env, timeout_s, max_tokens, ...")
+    concurrency: int = described("questions in flight at once")
+    max_failed_questions: int = described(
+        "questions whose endpoint failed (each counts as wrong) a successful run may have")
+    system_prompt_file: str | None = described(
+        "a system prompt file instead of ours ({width}, {max_turns} filled in); null: ours")
 
 
 @dataclass
 class EvalConfig(AgentStageConfig):
     """The `eval` section (configs/eval/default.yaml): the model to serve and the VLM beside it."""
 
-    model: str | None
-    serve: bool
-    gpus: list[int]
-    max_model_len: int
-    gpu_memory_utilization: float
-    extra_args: list[str]
-    ready_timeout_s: float
-    vlm: VLMServeConfig
+    model: str | None = described(
+        "the model served: a folder, a finished RL or SFT run directory or a hub id; null: the newest finished RL "
+        "run's (else SFT's)")
+    serve: bool = described("start vLLM for the model as a service of the Plan; false: ask `endpoint` as it is")
+    gpus: list[int] = described("GPU indices of this node the model is served on (vllm.backend=gpu)")
+    max_model_len: int = described("the served model's context length in tokens")
+    gpu_memory_utilization: float = described("the share of each of its GPUs' memory vLLM may take, in (0, 1]")
+    extra_args: list[str] = described("further vLLM server arguments")
+    ready_timeout_s: float = described("seconds to wait for the model server's /health")
+    vlm: VLMServeConfig = described("the VLM that video_qa asks")
 
 
 @dataclass
 class TrajectoriesConfig(AgentStageConfig):
     """The `trajectories` section (configs/trajectories/default.yaml): the teacher's attempts and hints."""
 
-    attempts: int
-    hints: bool
+    attempts: int = described("episodes per question until one is correct")
+    hints: bool = described("tell the teacher which low segments hold the clue intervals (trajectories marked hinted)")
 
 
 STAGE_SCHEMAS = {"eval": EvalConfig, "trajectories": TrajectoriesConfig}

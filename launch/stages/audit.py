@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from launch.compose import ConfigError, compose_config, to_container
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.schema import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, described, typed_section
 from rewards.spec import RewardSpecError, preset_names, spec_from_dict
 
 SETTINGS_FILE = "audit/settings.json"
@@ -39,13 +39,14 @@ def _spec(data: object, where: str) -> dict:
 class AuditConfig:
     """The `audit` section (configs/audit/default.yaml); `compare` null: every preset of configs/reward/."""
 
-    questions: int
-    seed: int
-    max_turns: int
-    compare: list[str] | None
-    parquet: str | None
-    caption_dir: str | None
-    limit: int
+    questions: int = described("synthetic questions the scripted policies play")
+    seed: int = described("the seed of the synthetic questions and the policies")
+    max_turns: int = described("tool calls per rollout")
+    compare: list[str] | None = described(
+        "presets scored next to the chosen one; null: every preset, []: the chosen spec alone", preset_names)
+    parquet: str | None = described("a real RL parquet whose rows replace the synthetic questions (with caption_dir)")
+    caption_dir: str | None = described("the folder of that parquet's caption trees")
+    limit: int = described("at most this many parquet rows with clue intervals are played")
 
 
 def audit_specs(config: DictConfig, compare: list[str]) -> dict[str, dict]:

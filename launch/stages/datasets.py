@@ -19,9 +19,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from launch.compose import ConfigError
+from launch.handoff import InputSource, resolve_input
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.schema import check_choice, check_positive, check_range, typed_section
-from launch.stages.sft_config import check_chat_config
+from launch.schema import check_choice, check_positive, check_range, described, typed_section
+from launch.stages.sft_config import SFT_FILE, check_chat_config
 from tools.builders.annotations import FORMAT_NAMES
 from tools.environment.tool_settings import ToolSettings, ToolSettingsError, settings_from_dict
 
@@ -37,59 +38,66 @@ class DatasetConfigError(ConfigError):
 class AgentConfig:
     """The recipe's `agent` section: what every stage that plays or renders turns must agree on."""
 
-    max_turns: int
+    max_turns: int = described("tool calls per episode: the turn limit SFT data, RL and eval agree on")
 
 
 @dataclass
 class ToolSourceConfig:
     """One data source of the `tool` section; its VLM endpoint is checked by the tool's own settings."""
 
-    caption_dir: str
-    video_dir: str
-    vlm: dict[str, Any]
+    caption_dir: str = described("the folder of <video_uid>.json caption trees")
+    video_dir: str = described("the folder of <video_uid>.<ext> videos video_qa samples frames from")
+    vlm: dict[str, Any] = described(
+        "the OpenAI-compatible endpoint video_qa asks: base_url, model, api_key_env, timeout_s, ...")
 
 
 @dataclass
 class ToolConfig:
     """The `tool` section (configs/tool/default.yaml); per-source overrides name only what differs."""
 
-    default: ToolSourceConfig
-    sources: dict[str, Any]
-    frames_per_query: int
-    max_side: int
-    jpeg_quality: int
-    max_trees: int
-    max_trajectories: int
-    video_extensions: list[str]
-    frame_cache_mb: int
-    frame_workers: int
+    default: ToolSourceConfig = described("the caption trees, videos and VLM of every data source")
+    sources: dict[str, Any] = described("per data source overrides of `default`, by the rows' data_source")
+    frames_per_query: int = described("frames video_qa samples uniformly inside a low segment")
+    max_side: int = described("frames are scaled so that their long side is at most this many pixels")
+    jpeg_quality: int = described("JPEG quality of the frames sent to the VLM")
+    max_trees: int = described("caption trees kept parsed in memory (least recently used dropped)")
+    max_trajectories: int = described("trajectories whose state the tool keeps (older ones dropped)")
+    video_extensions: list[str] = described("the file extensions of the videos the tool reads")
+    frame_cache_mb: int = described("MiB of a leaf's encoded frames kept for the next query of the same leaf; 0: none")
+    frame_workers: int = described("processes that decode and encode frames; 0: one per core, at most 16")
 
 
 @dataclass
 class SFTDataStageConfig:
     """The `sft_data` section (configs/sft_data/default.yaml)."""
 
-    dataset: str
-    source: str
-    input: str
-    keep_wrong: bool
-    keep_hinted: bool
-    keep_invalid_turns: bool
-    tokenizer: str | None
+    dataset: str = described("the name of the built dataset (its run group: runs/sft_data/NAME/)")
+    source: str = described(
+        "what `input` is: our trajectory JSONL, or the paper's released LLaMA-Factory file", SFT_SOURCES)
+    input: str | None = described(
+        "the input file; null (source trajectories): the newest finished trajectories run's trajectories.jsonl")
+    keep_wrong: bool = described("keep trajectories whose final answer is wrong")
+    keep_hinted: bool = described("keep trajectories whose teacher was given hints")
+    keep_invalid_turns: bool = described("keep trajectories with a turn the tool refused")
+    tokenizer: str | None = described(
+        "a tokenizer (model folder or hub id) that counts tokens per sample against sft.cutoff_len; null: no count")
 
 
 @dataclass
 class RLDataStageConfig:
     """The `rl_data` section (configs/rl_data/default.yaml)."""
 
-    dataset: str
-    format: str
-    annotations: str
-    data_source: str
-    caption_dir: str | None
-    video_dir: str | None
-    val_fraction: float
-    seed: int
+    dataset: str = described("the name of the built dataset (its run group: runs/rl_data/NAME/)")
+    format: str = described("the annotation format", FORMAT_NAMES)
+    annotations: str = described("the annotation file: a .json list, .jsonl or .parquet")
+    data_source: str = described(
+        "the rows' data_source: the reward logs per source, tool.sources may serve each its folders")
+    caption_dir: str | None = described(
+        "the folder of <video_uid>.json caption trees; null: the tool's folder for data_source")
+    video_dir: str | None = described(
+        "videos, read only for a duration neither annotation nor caption file gives; null: none")
+    val_fraction: float = described("the fraction of videos held out for validation, in [0, 1]")
+    seed: int = described("the seed of the split by video")
 
 
 def check_name(section: str, key: str, value: str) -> None:
@@ -131,6 +139,28 @@ def demo_world_dir(config: DictConfig) -> str:
     return str(Path(config.paths.cache).expanduser().absolute() / "demo" / "world")
 
 
+def demo_sft_file(config: DictConfig) -> str:
+    """The demo SFT file `sft.dataset.build=demo` writes when no sft_data run finished (per role and turn budget)."""
+    folder = f"sft-{config.chat.observation_role}-t{config.agent.max_turns}"
+    return str(Path(config.paths.cache).expanduser().absolute() / "demo" / folder / SFT_FILE)
+
+
+def demo_rl_dir(config: DictConfig) -> Path:
+    """The folder of the demo parquet `rl.data.build=demo` writes when no rl_data run finished (per turn budget)."""
+    return Path(config.paths.cache).expanduser().absolute() / "demo" / f"rl-t{config.agent.max_turns}"
+
+
+def sft_data_input(config: DictConfig, section: SFTDataStageConfig) -> str:
+    """`sft_data.input`, else (source trajectories) the newest finished trajectories run's trajectories.jsonl."""
+    if section.input is None and section.source != "trajectories":
+        raise DatasetConfigError(f"sft_data.input: null takes a trajectories run's output, and "
+                                 f"sft_data.source={section.source}; set sft_data.input=PATH")
+    source = InputSource("trajectories", "trajectories", "python -m launch trajectories recipe=NAME benchmark=NAME")
+    chosen = resolve_input(config, "sft_data", "sft_data.input", section.input, source)
+    # A dry run without a trajectories run has only a placeholder, which it already warned about.
+    return existing_path(chosen.path, "sft_data.input") if chosen.found else chosen.path
+
+
 def sft_data_settings(config: DictConfig) -> dict:
     """The resolved, checked settings `tools.builders.sft_data` reads."""
     section: SFTDataStageConfig = typed_section(SFTDataStageConfig, config.sft_data, "sft_data", DatasetConfigError)
@@ -144,7 +174,7 @@ def sft_data_settings(config: DictConfig) -> dict:
     tokenizer = section.tokenizer
     if tokenizer is not None and Path(tokenizer).expanduser().exists():
         tokenizer = str(Path(tokenizer).expanduser().absolute())
-    return {"source": section.source, "input": existing_path(section.input, "sft_data.input"),
+    return {"source": section.source, "input": sft_data_input(config, section),
             "observation_role": chat.observation_role, "chat_template": chat.template,
             "max_turns": max_turns_of(config), "cutoff_len": cutoff_len, "keep_wrong": section.keep_wrong,
             "keep_hinted": section.keep_hinted, "keep_invalid_turns": section.keep_invalid_turns,

@@ -11,6 +11,7 @@ unless `rl.model` says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,10 +19,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from launch.compose import PROJECT_ROOT
-from launch.handoff import Handoff, HandoffError, resolve_model
+from launch.handoff import Handoff, HandoffError, InputSource, resolve_input, resolve_model
 from launch.plan import FileSpec, Plan, ReadyCheck, Resources, Service, Step
+from launch.preflight_checks import InputFile, Needs, check_needs
 from launch.rl_merge import CHECKPOINT_DIR, MERGED_DIR
-from launch.stages.datasets import demo_world_dir, tool_settings
+from launch.stages.datasets import demo_rl_dir, demo_world_dir, tool_settings
 from launch.stages.rl_config import RLConfig, RLConfigError, check_layout, check_rl_config, check_trainer_values
 from launch.stages.serving import VLLMEngine, tool_settings_dict, vllm_engine, vllm_service
 from launch.stages.sft import report_settings
@@ -63,14 +65,32 @@ def start_model(config: DictConfig, rl: RLConfig, recipe: str, stage: str = "rl"
     return chosen
 
 
-def data_files(config: DictConfig, rl: RLConfig) -> tuple[str, str]:
-    """Absolute train and validation parquet paths; they must exist unless built or only printed."""
-    paths = [str(Path(p).expanduser().absolute()) for p in (rl.data.train_files, rl.data.val_files)]
-    if rl.data.build is None and not config.dry_run:
-        for key, path in zip(("train_files", "val_files"), paths, strict=True):
-            if not Path(path).is_file():
-                raise RLConfigError(f"rl.data.{key}={path}: no such file (build it with `python -m launch rl_data`)")
-    return paths[0], paths[1]
+def resolve_data(config: DictConfig, rl: RLConfig, recipe: str, stage: str = "rl") -> tuple[RLConfig, bool]:
+    """`rl` with absolute parquet files: as set, else the newest finished rl_data run's, else the demo files; and
+    whether both were found (a dry run may lack an rl_data run). `rl.data.build` stays only where the Plan builds."""
+    demo_dir = demo_rl_dir(config) if rl.data.build else None
+    command = f"python -m launch rl_data recipe={recipe} rl_data.annotations=PATH"
+    chosen = {key: resolve_input(config, stage, f"rl.data.{key}", getattr(rl.data, key),
+                                 InputSource("rl_data", output, command),
+                                 None if demo_dir is None else str(demo_dir / f"{output}.parquet"))
+              for key, output in (("train_files", "train"), ("val_files", "val"))}
+    build = rl.data.build if any(choice.demo for choice in chosen.values()) else None
+    data = dataclasses.replace(rl.data, build=build, **{key: choice.path for key, choice in chosen.items()})
+    return dataclasses.replace(rl, data=data), all(choice.found for choice in chosen.values())
+
+
+def data_files(rl: RLConfig) -> tuple[str, str]:
+    """The train and validation parquet paths, as `resolve_data` made them (`data_inputs` says which must exist)."""
+    return rl.data.train_files, rl.data.val_files
+
+
+def data_inputs(rl: RLConfig, recipe: str) -> list[InputFile]:
+    """The parquet files a run reads, with the stage that builds them; none when the Plan builds them itself."""
+    if rl.data.build:
+        return []
+    return [InputFile(f"rl.data.{key}", path, f"python -m launch rl_data recipe={recipe}", f"that run's rl_data/{name}")
+            for key, path, name in zip(("train_files", "val_files"), data_files(rl), ("train.parquet", "val.parquet"),
+                                       strict=True)]
 
 
 def tool_config_json(tool: ToolSettings, rl: RLConfig) -> str:
@@ -92,7 +112,7 @@ def trainer_values(config: DictConfig, rl: RLConfig, model_path: str, run_dir: P
     prompt, response = rl.max_prompt_length, rl.max_response_length
     actor, rollout, ref, agent = ("actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref",
                                   "actor_rollout_ref.agent")
-    train_files, val_files = data_files(config, rl)
+    train_files, val_files = data_files(rl)
     values: dict[str, object] = {
         "algorithm.adv_estimator": rl.algorithm,
         "algorithm.use_kl_in_reward": False,
@@ -264,10 +284,13 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     mode, report_env = report_settings(rl.report_to if rl.report_to != "console" else "none", config,
                                        "rl.report_to", RLConfigError)
     logger = ["console", "wandb"] if mode == "wandb" else ["console"]
-    values = trainer_values(config, rl, start_model(config, rl, recipe), run_dir, run_name, logger)
+    model = start_model(config, rl, recipe)
+    rl, data_found = resolve_data(config, rl, recipe)
+    values = trainer_values(config, rl, model, run_dir, run_name, logger)
     overrides = checked_overrides(config, values)
     files = agent_files(config, rl, overrides)
-    services = [vlm_service(rl, vlm_gpus, vllm_engine(config, python))] if rl.vlm.serve else []
+    engine = vllm_engine(config, python) if rl.vlm.serve else None
+    services = [vlm_service(rl, vlm_gpus, engine)] if engine is not None else []
     services.append(tool_service(rl, run_dir, python))
     env = {**report_env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, trainer_gpus)), "PYTHONUNBUFFERED": "1",
            "HYDRA_FULL_ERROR": "1", "VLLM_USE_V1": "1"}
@@ -280,6 +303,9 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     ]
     resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node),
                           multi_node="ray", main_gpus=list(trainer_gpus))
+    vlm_on_gpus = vlm_gpus if engine is not None and engine.uses_gpus else []
+    check_needs(config, "rl", python, Needs(verl_tool=True, vllm=engine, gpus=[*trainer_gpus, *vlm_on_gpus],
+                                            files=data_inputs(rl, recipe) if data_found else []))
     return Plan(stage="rl", run_dir=str(run_dir), main=main, files=files, services=services, before=before,
                 after=after, resources=resources,
                 outputs={"model": str(run_dir / MERGED_DIR), "checkpoints": str(run_dir / CHECKPOINT_DIR)})

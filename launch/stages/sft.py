@@ -17,8 +17,10 @@ import yaml
 from omegaconf import DictConfig
 
 from launch.compose import CONFIG_DIR
+from launch.handoff import ChosenInput, InputSource, resolve_input
 from launch.plan import FileSpec, Plan, Resources, Step
-from launch.stages.datasets import demo_world_dir
+from launch.preflight_checks import InputFile, Needs, check_needs
+from launch.stages.datasets import demo_sft_file, demo_world_dir
 from launch.stages.sft_config import SFTConfig, SFTConfigError, check_sft_config
 from tools.builders.sft_format import DATASET_NAME, dataset_info
 
@@ -142,10 +144,19 @@ def distributed_env(config: DictConfig, sft: SFTConfig) -> dict[str, str]:
     }
 
 
+def sft_dataset(config: DictConfig, sft: SFTConfig, recipe: str) -> ChosenInput:
+    """The file SFT trains on: sft.dataset.path, else the newest finished sft_data run's, else the demo file."""
+    source = InputSource("sft_data", "dataset", f"python -m launch sft_data recipe={recipe}")
+    demo = demo_sft_file(config) if sft.dataset.build else None
+    return resolve_input(config, "sft", "sft.dataset.path", sft.dataset.path, source, demo)
+
+
 def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) -> Plan:
     """The SFT Plan for a composed config, to run in `run_dir`."""
     sft, model, chat = check_sft_config(config)
-    dataset_path = str(Path(sft.dataset.path).expanduser().absolute())
+    recipe = run_name.split("/", 1)[0]
+    dataset = sft_dataset(config, sft, recipe)
+    dataset_path = dataset.path
     model_path = local_path(model.path)
     files = [
         FileSpec(f"{LF_DIR}/dataset_info.json", json.dumps(dataset_info(dataset_path), indent=2) + "\n"),
@@ -155,29 +166,36 @@ def build_plan(config: DictConfig, run_dir: Path, run_name: str, python: str) ->
     if model.build:
         before.append(Step("build_model", [python, "-m", "tools.demo.tiny_model", "--output", model_path,
                                           "--template", chat.template],
-                           skip_if_exists=f"{model_path}/config.json"))
-    if sft.dataset.build:
+                           skip_if_exists=f"{model_path}/config.json", console="progress"))
+    if dataset.demo:
         # The demo world is shared by every rendering; the SFT file depends on the role and the turn budget.
         before.append(Step("build_dataset", [python, "-m", "tools.demo.world", "--output", demo_world_dir(config),
                                              "--sft-output", str(Path(dataset_path).parent),
                                              "--observation-role", chat.observation_role,
                                              "--max-turns", str(config.agent.max_turns)],
                            skip_if_exists=dataset_path))
-    before.append(Step("validate", [python, "-m", "launch.validate_sft", TRAIN_YAML]))
+    # Library-heavy steps show their progress, loss and problems; their logs hold the rest (launch/console.py).
+    before.append(Step("validate", [python, "-m", "launch.validate_sft", TRAIN_YAML], console="progress"))
 
     _, report_env = report_settings(sft.report_to, config)
     env = {**report_env, **distributed_env(config, sft)}
-    main = Step("train", ["llamafactory-cli", "train", TRAIN_YAML], env=env)
+    main = Step("train", ["llamafactory-cli", "train", TRAIN_YAML], env=env, console="progress")
 
     after = []
     final_model = str(run_dir / CHECKPOINT_DIR)
     if sft.finetuning_type == "lora":
         files.append(FileSpec(EXPORT_YAML, yaml.safe_dump(export_args(config, run_dir), sort_keys=False)))
         after.append(Step("merge_lora", ["llamafactory-cli", "export", EXPORT_YAML],
-                          env={"CUDA_VISIBLE_DEVICES": ""}))
+                          env={"CUDA_VISIBLE_DEVICES": ""}, console="progress"))
         final_model = str(run_dir / MERGED_DIR)
     after.append(Step("chat_template", [python, "-m", "tools.builders.chat_template", "--model", final_model,
-                                        "--template", chat.template]))
+                                        "--template", chat.template], console="progress"))
     resources = Resources(nodes=int(config.launcher.nodes), gpus_per_node=int(config.launcher.gpus_per_node))
+    # A dataset the Plan builds need not exist yet, nor one a dry run lacks a run for (it warned); any other comes
+    # from the sft_data stage.
+    inputs = [] if dataset.demo or not dataset.found else [
+        InputFile("sft.dataset.path", dataset_path, f"python -m launch sft_data recipe={recipe}",
+                  "that run's sft_data/sft.json")]
+    check_needs(config, "sft", python, Needs(gpus=range(resources.gpus_per_node), files=inputs))
     return Plan(stage="sft", run_dir=str(run_dir), main=main, files=files, before=before, after=after,
                 resources=resources, outputs={"model": final_model})

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from launch.compose import ConfigError
-from launch.schema import check_choice, check_positive, typed_section
+from launch.schema import check_choice, check_positive, described, typed_section
 from tools.builders.chat_template import TEMPLATE_NAMES
 from tools.environment.secrets import is_secret_key
 
@@ -40,59 +40,77 @@ class SFTConfigError(ConfigError):
     """The `sft` (or `model`, `chat`) section of the composed config is invalid."""
 
 
-# The schemas hold types only: every value, default included, is in configs/sft/default.yaml (and the
+# The schemas hold types and meanings only: every value, default included, is in configs/sft/default.yaml (and the
 # recipes), so a key the YAML lacks is an error naming it.
 @dataclass
 class LoraConfig:
-    rank: int
-    alpha: int
-    dropout: float
-    target: str
+    rank: int = described("LoRA rank (with sft.finetuning_type=lora)")
+    alpha: int = described("LoRA alpha, the adapter's scale")
+    dropout: float = described("dropout on the LoRA adapter's input")
+    target: str = described("the modules LoRA adapts: all, or comma-separated module names")
 
 
 @dataclass
 class DatasetConfig:
-    path: str
-    build: Optional[str]
+    path: Optional[str] = described(
+        "the LLaMA-Factory sharegpt JSON of tool trajectories (one sample per trajectory); null: the `dataset` "
+        "of the newest finished sft_data run")
+    build: Optional[str] = described(
+        "demo: generate the small demo trajectories at `path` first, if they are not there (path null: when no "
+        "sft_data run finished, at the cache's demo file); null: the file must exist", DATASET_BUILDERS)
 
 
 @dataclass
 class SFTConfig:
-    finetuning_type: str
-    lora: LoraConfig
-    deepspeed: Optional[str]
-    dataset: DatasetConfig
-    cutoff_len: int
-    learning_rate: float
-    lr_scheduler_type: str
-    warmup_ratio: float
-    num_train_epochs: float
-    max_steps: int
-    per_device_train_batch_size: int
-    gradient_accumulation_steps: int
-    precision: str
-    liger_kernel: bool
-    gradient_checkpointing: bool
-    packing: bool
-    logging_steps: int
-    save_steps: int
-    save_total_limit: Optional[int]
-    report_to: str
-    preprocessing_num_workers: int
-    dataloader_num_workers: int
-    extra_args: dict[str, Any]
+    finetuning_type: str = described("train every parameter (full) or a LoRA adapter (lora)", FINETUNING_TYPES)
+    lora: LoraConfig = described("the LoRA adapter, when finetuning_type is lora")
+    deepspeed: Optional[str] = described(
+        "the DeepSpeed config, configs/deepspeed/NAME.json; null: no DeepSpeed", DEEPSPEED_CONFIGS)
+    dataset: DatasetConfig = described("the SFT file LLaMA-Factory trains on")
+    cutoff_len: int = described("tokens per sample; longer samples are cut")
+    learning_rate: float = described("peak learning rate")
+    lr_scheduler_type: str = described("learning-rate schedule, a transformers scheduler name (e.g. cosine)")
+    warmup_ratio: float = described("fraction of the steps that warm the learning rate up, in [0, 1)")
+    num_train_epochs: float = described("passes over the dataset")
+    max_steps: int = described("optimizer steps; > 0 overrides num_train_epochs, -1: the epochs decide")
+    per_device_train_batch_size: int = described("samples per GPU per forward pass")
+    gradient_accumulation_steps: int = described("forward passes per optimizer step")
+    precision: str = described("training precision", PRECISIONS)
+    liger_kernel: bool = described("use Liger's fused kernels")
+    gradient_checkpointing: bool = described("recompute activations in the backward pass to save memory")
+    packing: bool = described("pack several samples into one sequence of cutoff_len tokens")
+    logging_steps: int = described("steps between loss logs")
+    save_steps: int = described("steps between checkpoints")
+    save_total_limit: Optional[int] = described("checkpoints kept; null: all")
+    report_to: str = described(
+        "where metrics go: auto (W&B online with a key, offline without), wandb, offline or none", REPORT_TO)
+    preprocessing_num_workers: int = described("processes that tokenize the dataset")
+    dataloader_num_workers: int = described("data-loader worker processes per GPU")
+    extra_args: dict[str, Any] = described(
+        "any other LLaMA-Factory argument, passed through and checked by LLaMA-Factory's own parser")
+
+
+@dataclass
+class WandbConfig:
+    """The `wandb` section (configs/config.yaml), read by the stages that report to W&B."""
+
+    project: str = described("the W&B project")
+    entity: Optional[str] = described("the W&B entity (team or user); null: the key's default")
+    group: Optional[str] = described("the W&B run group; a sweep sets it to the sweep's name for every point")
+    api_key_env: str = described("the environment variable W&B reads its API key from (the key is never written)")
 
 
 @dataclass
 class ModelConfig:
-    path: str
-    build: Optional[str]
+    path: str = described("the base model: a folder or a hub id")
+    build: Optional[str] = described(
+        "tiny_qwen3: build the tiny model at `path` first, if it is not there; null: it must exist", MODEL_BUILDERS)
 
 
 @dataclass
 class ChatConfig:
-    template: str
-    observation_role: str
+    template: str = described("LLaMA-Factory's chat template, one a trained checkpoint can carry", TEMPLATE_NAMES)
+    observation_role: str = described("the role each tool observation is sent in", OBSERVATION_ROLES)
 
 
 def check_chat_config(config: DictConfig) -> ChatConfig:
@@ -116,7 +134,7 @@ def check_sft_config(config: DictConfig) -> tuple[SFTConfig, ModelConfig, ChatCo
     check_choice("sft", "report_to", sft.report_to, REPORT_TO, error=SFTConfigError)
     if sft.dataset.build is not None:
         check_choice("sft.dataset", "build", sft.dataset.build, DATASET_BUILDERS, error=SFTConfigError)
-        if Path(sft.dataset.path).name != SFT_FILE:
+        if sft.dataset.path is not None and Path(sft.dataset.path).name != SFT_FILE:
             raise SFTConfigError(f"sft.dataset.path={sft.dataset.path}: the demo builder writes {SFT_FILE} into a "
                                  f"folder, so the path must end in /{SFT_FILE}")
     if model.build is not None:

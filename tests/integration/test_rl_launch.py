@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from launch.preflight_checks import NODE_GPUS_ENV
 from launch.rundir import DONE_MARKER
 from tests.conftest import PROJECT_ROOT
 from tests.fixtures.fake_vllm import DELAY_ENV, STATE_ENV, write_vllm_executable
@@ -126,8 +127,9 @@ def make_env(tmp_path: Path, fake_bin: Path, cache: Path, **extra: str) -> Env:
     """The launcher's environment: the stand-in first on PATH, the tiny cache, a fresh marker."""
     marker = uuid.uuid4().hex
     state = tmp_path / "vllm.json"
+    # The node's 2 GPUs are stand-ins too: the trainer, the only user of a real one, never starts.
     env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-           "LONGVIDEO_R1_CACHE": str(cache), MARKER_ENV: marker, STATE_ENV: str(state), **extra}
+           "LONGVIDEO_R1_CACHE": str(cache), MARKER_ENV: marker, STATE_ENV: str(state), NODE_GPUS_ENV: "2", **extra}
     return Env(env, tmp_path / "runs", marker, state, cache / "models" / "tiny-qwen3")
 
 

@@ -300,7 +300,7 @@ def test_a_policy_server_that_never_gets_ready_fails_naming_its_log(tiny_sft_run
 
 def group_dom(opened) -> list[dict]:
     """Each rollout of the open group page: its advantage, reward, visits and clue bands, read from the DOM."""
-    return opened.page.eval_on_selector_all("#detail-view .episode", """boxes => boxes.map(box => ({
+    return opened.page.eval_on_selector_all("#detail-view .timeline-row", """boxes => boxes.map(box => ({
         advantage: box.querySelector('.advantage') ? Number(box.querySelector('.advantage').textContent.split(' ')[1])
                                                    : null,
         score: Number(box.querySelector("[data-reward='score']").textContent.split(' ')[1]),

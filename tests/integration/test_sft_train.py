@@ -56,6 +56,15 @@ def test_tiny_full_sft_to_a_checkpoint(tiny_cache: Path, run_root: Path) -> None
     for path in ("config.yaml", "llamafactory/train.yaml", "llamafactory/dataset_info.json", "logs/train.0.log",
                  "attempts/0/plan.yaml", "attempts/0/provenance/pip_freeze.txt", "attempts/0/provenance/seed.txt"):
         assert (run_dir / path).is_file(), path
+    # The console guides: the steps, the bar with the loss, under 60 lines; LLaMA-Factory's INFO stays in the log,
+    # and the run ends naming its checkpoint and the next command.
+    console = (done.stdout + done.stderr).splitlines()
+    assert len(console) < 60, "\n".join(console)
+    assert not any(line.startswith("[INFO|") for line in console)
+    assert "[INFO|" in (run_dir / "logs" / "train.0.log").read_text()
+    assert any("100%|" in line and "loss " in line for line in console)
+    assert f"[launch] model: {model_dir} (a model," in done.stdout
+    assert "[launch] next: python -m launch rollouts recipe=tiny" in done.stdout
 
     # The same name again is refused, and the finished run is left as it was.
     before = (run_dir / "DONE").stat().st_mtime_ns

@@ -12,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from launch.compose import CONFIG_DIR, RECIPE_DIR, ConfigError, compose_config, expand_sweep, recipe_names, to_container
+from launch.stages.datasets import demo_sft_file
 from launch.stages.sft_config import FORBIDDEN_EXTRA_ARGS, SFTConfigError, check_sft_config
 
 SFT_DEFAULTS = yaml.safe_load((CONFIG_DIR / "sft" / "default.yaml").read_text())
@@ -100,10 +101,12 @@ def test_command_line_overrides_win_over_the_recipe() -> None:
 
 
 def test_cache_interpolation_follows_the_environment(private_cache: Path) -> None:
-    """tiny's model and dataset paths resolve under $LONGVIDEO_R1_CACHE."""
-    config = to_container(compose_sft("recipe=tiny").config)
+    """tiny's model and demo dataset paths resolve under $LONGVIDEO_R1_CACHE (its dataset key is the hand-off's)."""
+    composed = compose_sft("recipe=tiny").config
+    config = to_container(composed)
     assert config["model"]["path"] == f"{private_cache}/models/tiny-qwen3"
-    assert config["sft"]["dataset"]["path"] == f"{private_cache}/demo/sft-user-t15/sft.json"
+    assert config["sft"]["dataset"]["path"] is None
+    assert demo_sft_file(composed) == f"{private_cache}/demo/sft-user-t15/sft.json"
 
 
 @pytest.mark.parametrize("overrides", [["recipe=nope"], []], ids=["unknown", "missing"])
@@ -119,22 +122,19 @@ def test_unknown_or_missing_recipe_lists_the_recipes(overrides: list[str]) -> No
 
 
 @pytest.mark.parametrize(
-    ("override", "parent", "valid"),
+    ("override", "named"),
     [
-        ("sft.lerning_rate=1", "sft", sorted(SFT_DEFAULTS)),
-        ("sft.lora.rnk=1", "sft.lora", ["alpha", "dropout", "rank", "target"]),
-        ("lerning_rate=1", "<root>", ["launcher", "model", "seed", "sft", "wandb"]),
+        ("sft.lerning_rate=1", "sft.lerning_rate: no such key; did you mean sft.learning_rate?"),
+        ("sft.lora.rnk=1", "sft.lora.rnk: no such key; did you mean sft.lora.rank?"),
+        ("sft.zzz=1", f"sft.zzz: no such key; keys of sft: {', '.join(sorted(SFT_DEFAULTS))}"),
+        ("lerning_rate=1", "lerning_rate: no such key; top-level keys: "),
     ],
 )
-def test_unknown_key_names_it_and_lists_the_valid_keys(override: str, parent: str, valid: list[str]) -> None:
-    """A misspelt key raises ConfigError naming the key and the keys that exist where it was given."""
+def test_unknown_key_names_it_and_the_nearest_key(override: str, named: str) -> None:
+    """A misspelt key raises ConfigError naming the key and the nearest key there, or all of them when none is near."""
     with pytest.raises(ConfigError) as error:
         compose_sft("recipe=tiny", override)
-    message = str(error.value)
-    assert f"'{override.split('=')[0]}'" in message
-    hint = message.split(f"Valid keys under '{parent}':", 1)[1]
-    for key in valid:
-        assert key in hint
+    assert str(error.value).startswith(named)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The SFT -> RL hand-off (launch/handoff.py) and how the rl stage uses it.
+"""The hand-offs between stages (launch/handoff.py): models (SFT -> RL -> eval) and input files, and the stages.
 
 Finished runs are faked: a run directory with `attempts/` and the `DONE` marker `mark_done` writes, its
 mtime set with os.utime so "newest" is explicit. The rl stage runs in-process through `launch.cli.main`.
@@ -7,13 +7,25 @@ mtime set with os.utime so "newest" is explicit. The rl stage runs in-process th
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from launch.cli import main as cli_main
-from launch.handoff import Handoff, HandoffError, finished_runs, newest_output, resolve_model, run_output
+from launch.handoff import (
+    Handoff,
+    HandoffError,
+    InputSource,
+    finished_runs,
+    newest_output,
+    newest_output_of_stage,
+    resolve_input,
+    resolve_model,
+    run_output,
+)
 from launch.plan import Plan
 from launch.rundir import DONE_MARKER, mark_done
 
@@ -283,3 +295,174 @@ def test_a_handed_off_model_that_vanished_stops_a_real_run(tmp_path: Path, capsy
     code, _, err = run_rl(tmp_path, capsys, dry_run=False)
     assert code == 2
     assert f"SFT run {run_dir} records model {run_dir / 'model'}, which no longer exists" in err
+
+
+# ---------------------------------------------------------------- input files: the newest run of a stage in any group
+
+# Each layout: (stage, group, name, finished_at) runs; the run whose output is expected, None for none.
+STAGE_LAYOUTS = {
+    "newest-of-several-groups": ([("sft_data", "trajectories", "a", BASE_TIME), ("sft_data", "released", "b",
+                                  BASE_TIME + 20), ("sft_data", "teach", "c", BASE_TIME + 10)], "released/b"),
+    "a-sweep-point": ([("sft_data", "trajectories", "a", BASE_TIME), ("sft_data", "grid", "sweep/1", BASE_TIME + 5)],
+                      "grid/sweep/1"),
+    "unfinished-runs-ignored": ([("sft_data", "trajectories", "done", BASE_TIME), ("sft_data", "other", "running",
+                                 None)], "trajectories/done"),
+    "other-stages-ignored": ([("rl_data", "demo", "r", BASE_TIME + 50), ("sft", "sft_data", "s", BASE_TIME + 60)],
+                             None),
+    "only-unfinished": ([("sft_data", "trajectories", "crashed", None)], None),
+    "none": ([], None),
+}
+
+
+@pytest.mark.parametrize("layout", STAGE_LAYOUTS)
+def test_newest_output_of_stage_looks_in_every_group(tmp_path: Path, layout: str) -> None:
+    """newest_output_of_stage takes the newest finished run of the stage whatever its group, else names the folder."""
+    runs, expected = STAGE_LAYOUTS[layout]
+    for stage, group, name, finished_at in runs:
+        make_run(tmp_path, group, name, finished_at, stage=stage, outputs={"dataset": f"/{group}/{name}/sft.json"})
+    if expected is None:
+        with pytest.raises(HandoffError, match=f"no finished sft_data run under {tmp_path / 'sft_data'}$"):
+            newest_output_of_stage(tmp_path, "sft_data", "dataset")
+        return
+    run_dir = tmp_path / "sft_data" / expected
+    assert newest_output_of_stage(tmp_path, "sft_data", "dataset") == Handoff(run_dir, "dataset",
+                                                                              f"/{expected}/sft.json")
+    assert finished_runs(tmp_path, "sft_data", None)[0] == run_dir
+
+
+SOURCE = InputSource("sft_data", "dataset", "python -m launch sft_data recipe=tiny")
+# Each case: (a finished sft_data run exists, the key's value, a demo build, dry run) -> (path taken, demo, message).
+INPUT_CASES = {
+    "handed-off": ((True, None, False, False), ("RUN", False, "[launch] sft reads RUN (the dataset of sft_data run ")),
+    "handed-off-over-the-demo": ((True, None, True, False), ("RUN", False, "(the dataset of sft_data run ")),
+    "demo-fallback": ((False, None, True, False), ("DEMO", True, "(the demo file this Plan builds: no finished "
+                                                                 "sft_data run under ")),
+    "named": ((True, "NAMED", False, False), ("NAMED", False, "[launch] sft reads NAMED (sft.dataset.path)")),
+    "named-with-demo-build": ((False, "NAMED", True, False), ("NAMED", True, "(sft.dataset.path)")),
+    "dry-run-without-run": ((False, None, False, True),
+                            ("<no finished sft_data run: set sft.dataset.path>", False,
+                             "[launch] warning: no finished sft_data run under ")),
+}
+
+
+@pytest.mark.parametrize("case", INPUT_CASES)
+def test_resolve_input_takes_the_key_the_newest_run_or_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 case: str) -> None:
+    """resolve_input: the key when set, else the newest finished producer run, else the demo file; it says which."""
+    (has_run, choice, demo, dry_run), (expected, builds, said) = INPUT_CASES[case]
+    names = {"RUN": str(tmp_path / "runs" / "sft_data" / "d" / "r" / "sft_data" / "sft.json"),
+             "DEMO": str(tmp_path / "cache" / "demo" / "sft.json"), "NAMED": str(tmp_path / "mine.json")}
+    if has_run:
+        make_run(tmp_path / "runs", "d", "r", BASE_TIME, stage="sft_data", outputs={"dataset": names["RUN"]})
+    config = OmegaConf.create({"run_root": str(tmp_path / "runs"), "dry_run": dry_run})
+    chosen = resolve_input(config, "sft", "sft.dataset.path", names.get(choice, choice), SOURCE,
+                           names["DEMO"] if demo else None)
+    assert (chosen.path, chosen.demo, chosen.found) == (names.get(expected, expected), builds, "<" not in expected)
+    err = capsys.readouterr().err
+    for name, path in names.items():
+        said = said.replace(name, path)
+    assert said in err
+    if dry_run:
+        assert "a real run stops here (run `python -m launch sft_data recipe=tiny` first, or set " \
+               "sft.dataset.path=PATH)" in err
+
+
+def test_resolve_input_stops_a_real_run_without_a_producer_run(tmp_path: Path) -> None:
+    """No finished producer run, no demo build: a real run stops, naming the folder, the command and the key."""
+    make_run(tmp_path, "d", "crashed", None, stage="sft_data")
+    config = OmegaConf.create({"run_root": str(tmp_path), "dry_run": False})
+    with pytest.raises(HandoffError, match=re.escape(
+            f"sft: no finished sft_data run under {tmp_path / 'sft_data'}; run `python -m launch sft_data "
+            "recipe=tiny` first, or set sft.dataset.path=PATH")):
+        resolve_input(config, "sft", "sft.dataset.path", None, SOURCE)
+
+
+def test_a_finished_run_without_the_output_is_no_reason_for_the_demo(tmp_path: Path) -> None:
+    """The newest producer run's marker lacking the output is an error, even where the demo could be built."""
+    run_dir = make_run(tmp_path, "d", "r", BASE_TIME, stage="sft_data", outputs={"report": "/r.json"})
+    config = OmegaConf.create({"run_root": str(tmp_path), "dry_run": False})
+    with pytest.raises(HandoffError, match=f"{run_dir}/{DONE_MARKER} records no `dataset` output"):
+        resolve_input(config, "sft", "sft.dataset.path", None, SOURCE, str(tmp_path / "demo.json"))
+
+
+# ---------------------------------------------------------------- the stages that read a handed-off file
+
+
+def dry_run(run_root: Path, capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    """`python -m launch ARGV --dry-run` in-process under `run_root`: exit code, stdout, stderr."""
+    code = cli_main([*argv, f"run_root={run_root}", "--dry-run"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "qwen3_8b"])
+def test_sft_trains_on_the_newest_sft_data_run(tmp_path: Path, capsys: pytest.CaptureFixture, recipe: str) -> None:
+    """sft (no sft.dataset.path) registers the newest sft_data run's file, and builds no demo file."""
+    make_run(tmp_path, "trajectories", "old", BASE_TIME, stage="sft_data", outputs={"dataset": "/old/sft.json"})
+    new = make_run(tmp_path, "released", "new", BASE_TIME + 1, stage="sft_data", outputs={"dataset": "/new/sft.json"})
+    code, out, err = dry_run(tmp_path, capsys, "sft", f"recipe={recipe}")
+    assert code == 0, err
+    assert f"[launch] sft reads /new/sft.json (the dataset of sft_data run {new})" in err
+    assert '"file_name": "/new/sft.json"' in out and "/old/sft.json" not in out
+    assert "build_dataset" not in out
+
+
+def test_tiny_sft_builds_the_demo_file_without_an_sft_data_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """sft recipe=tiny with no sft_data run trains on the demo file its Plan builds in the cache."""
+    code, out, err = dry_run(tmp_path / "runs", capsys, "sft", "recipe=tiny")
+    assert code == 0, err
+    demo = tmp_path / "cache" / "demo" / "sft-user-t15" / "sft.json"
+    assert f"[launch] sft reads {demo} (the demo file this Plan builds: no finished sft_data run under" in err
+    assert "build_dataset" in out and f'"file_name": "{demo}"' in out
+
+
+def test_rl_reads_the_newest_rl_data_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """rl (no rl.data.*_files) reads the newest rl_data run's train and val parquet, and builds no demo parquet."""
+    make_run(tmp_path, "qwen3_8b", "s", BASE_TIME)
+    run_dir = make_run(tmp_path, "cgbench", "r", BASE_TIME, stage="rl_data",
+                       outputs={"train": "/d/train.parquet", "val": "/d/val.parquet"})
+    code, out, err = dry_run(tmp_path, capsys, "rl", "recipe=tiny", f"rl.model={tmp_path}")
+    assert code == 0, err
+    for key, name in (("train", "train"), ("val", "val")):
+        assert f"[launch] rl reads /d/{name}.parquet (the {key} of rl_data run {run_dir})" in err
+    assert "data.train_files='/d/train.parquet'" in out and "data.val_files='/d/val.parquet'" in out
+    assert "build_rl_data" not in out
+
+
+def test_rl_without_an_rl_data_run_warns_in_a_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """rl recipe=qwen3_8b with no rl_data run: the dry run warns with the command to run first."""
+    make_run(tmp_path, "qwen3_8b", "s", BASE_TIME)
+    code, _, err = dry_run(tmp_path, capsys, "rl", "recipe=qwen3_8b")
+    assert code == 0, err
+    assert (f"[launch] warning: no finished rl_data run under {tmp_path / 'rl_data'}; a real run stops here (run "
+            "`python -m launch rl_data recipe=qwen3_8b rl_data.annotations=PATH` first, or set "
+            "rl.data.train_files=PATH)") in err
+
+
+def test_sft_data_reads_the_newest_trajectories_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """sft_data (no input, source trajectories) reads the newest finished trajectories run's trajectories.jsonl."""
+    trajectories = tmp_path / "t.jsonl"
+    trajectories.write_text("")
+    run_dir = make_run(tmp_path, "demo", "t", BASE_TIME, stage="trajectories",
+                       outputs={"trajectories": str(trajectories)})
+    code, out, err = dry_run(tmp_path, capsys, "sft_data", "recipe=tiny")
+    assert code == 0, err
+    assert f"[launch] sft_data reads {trajectories} (the trajectories of trajectories run {run_dir})" in err
+    assert f'"input": "{trajectories}"' in out
+
+
+def test_released_sft_data_needs_its_input_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """sft_data.source=released with no input is an error naming the key: a released file is never handed off."""
+    code, _, err = dry_run(tmp_path, capsys, "sft_data", "recipe=tiny", "sft_data.source=released")
+    assert code == 2
+    assert "sft_data.input: null takes a trajectories run's output, and sft_data.source=released" in err
+
+
+def test_a_handed_off_dataset_that_vanished_stops_a_real_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The plan-time input check sees the handed-off path: a recorded file that is gone stops a real sft run."""
+    make_run(tmp_path, "trajectories", "r", BASE_TIME, stage="sft_data", outputs={"dataset": "/gone/sft.json"})
+    code = cli_main(["sft", "recipe=tiny", f"run_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "sft.dataset.path=/gone/sft.json: no such file (build it with `python -m launch sft_data recipe=tiny`" in err
+    assert not (tmp_path / "sft").exists()

@@ -39,12 +39,16 @@ def test_a_valid_section_becomes_its_dataclass() -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"count": "many"}, "demo.count='many': Value 'many' of type 'str' could not be converted to Integer"),
-    ({"flag": "maybe"}, "demo.flag='maybe': Value 'maybe' is not a valid bool"),
+    ({"count": "many"}, "demo.count='many': expected an integer"),
+    ({"count": {"a": 1}}, "demo.count={'a': 1}: expected an integer, not a mapping; write demo.count=<an integer>"),
+    ({"flag": "maybe"}, "demo.flag='maybe': expected true or false"),
+    ({"path": [1]}, "demo.path=[1]: expected a string or null, not a list"),
+    ({"inner": 3}, "demo.inner=3: expected a mapping of gpus; set its keys one by one, e.g. demo.inner.gpus=..."),
     ({"inner": {"gpus": [True]}}, "demo.inner.gpus[0]=True"),
     ({"count": "???"}, "demo.count: missing; set demo.count=..."),
-    ({"extra": 1}, "demo.extra: unknown key; valid keys: count, ratio, flag, path, inner"),
-    ({"inner": {"gpus": [0], "cpus": 2}}, "demo.inner.cpus: unknown key; valid keys: gpus"),
+    ({"extra": 1}, "demo.extra: no such key; keys of demo: count, flag, inner, path, ratio"),
+    ({"cuont": 1}, "demo.cuont: no such key; did you mean demo.count?"),
+    ({"inner": {"gpus": [0], "cpus": 2}}, "demo.inner.cpus: no such key; did you mean demo.inner.gpus?"),
 ])
 def test_a_wrong_section_names_the_key_in_one_line(values: dict, message: str) -> None:
     """A wrong type, a missing value or an unknown key: one ConfigError line naming `section.key`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tools.environment.geometry import LEVEL_NAMES, GeometryError, check_width
@@ -26,19 +26,25 @@ DATASET_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 class CaptionsConfig:
     """The keys of the settings file and their types (the `captions` section); `check_settings` checks the values."""
 
-    dataset: str
-    video_dir: str
-    output_dir: str
-    subtitle_dir: str | None
-    video_extensions: list[str]
-    frames_per_level: dict[str, int]
-    max_side: dict[str, int]
-    words_per_level: dict[str, int]
-    min_width: int
-    max_width: int
-    workers: int
-    jpeg_quality: int
-    vlm: dict[str, Any]
+    dataset: str = field(metadata={"help": "the name of this video collection (its run group: runs/captions/NAME/)"})
+    video_dir: str = field(metadata={"help": "the folder of the videos; a name without its extension is its video_uid"})
+    output_dir: str = field(
+        metadata={"help": "where <video_uid>.json captions are written; a valid file there is skipped"})
+    subtitle_dir: str | None = field(
+        metadata={"help": "a folder of <video_uid>.srt subtitles for the prompts; null: none"})
+    video_extensions: list[str] = field(
+        metadata={"help": "the extensions (case-insensitive) of the files that are captioned"})
+    frames_per_level: dict[str, int] = field(
+        metadata={"help": "frames shown to the VLM per segment, by level (high, medium, low)"})
+    max_side: dict[str, int] = field(metadata={"help": "the longest image side in pixels, by level"})
+    words_per_level: dict[str, int] = field(metadata={"help": "the word limit each level's caption is asked for"})
+    min_width: int = field(
+        metadata={"help": "the smallest tree width: round((duration / 16) ** (1/3)) is clamped to it"})
+    max_width: int = field(metadata={"help": "the largest tree width"})
+    workers: int = field(metadata={"help": "segments captioned at once, across segments and videos"})
+    jpeg_quality: int = field(metadata={"help": "JPEG quality of the frames sent to the VLM"})
+    vlm: dict[str, Any] = field(
+        metadata={"help": "the captioning VLM's OpenAI-compatible endpoint: base_url, model, api_key_env, ..."})
 
 
 # Exactly the schema's keys, in its order.

@@ -261,7 +261,8 @@ def test_eval_serves_the_model_on_its_gpus(env: Env) -> None:
     agent loop asks the service's port."""
     result, plan, settings = dry_run(env, "eval", "recipe=qwen3_8b", "benchmark=demo", "eval.model=org/agent",
                                      "eval.gpus=[2,3]", "eval.endpoint.model=my-agent")
-    assert "warning" not in result.err
+    # eval.model is named: no hand-off warning (a machine without vLLM or GPUs still warns of those).
+    assert "no finished" not in result.err
     model = next(service for service in plan.services if service.name == "model")
     assert model.argv[:3] == ["vllm", "serve", "org/agent"]
     assert model.argv[model.argv.index("--served-model-name") + 1] == "my-agent"

@@ -473,7 +473,8 @@ def test_missing_parquet_is_an_error_only_for_a_real_run(tmp_path: Path, model_d
     """A real run needs rl.data.train_files to exist (a dry run only prints); the message says how to build it."""
     missing = tmp_path / "nowhere" / "train.parquet"
     config = compose_config("rl", ["recipe=qwen3_8b", f"rl.model={model_dir}", f"rl.data.train_files={missing}",
-                                   "dry_run=false"]).config
+                                   f"rl.data.val_files={missing.parent / 'val.parquet'}", "dry_run=false",
+                                   f"run_root={tmp_path / 'runs'}"]).config
     with pytest.raises(ConfigError, match=f"rl.data.train_files={missing}: no such file.*launch rl_data"):
         rl.build_plan(config, tmp_path / "run", "qwen3_8b/run", sys.executable)
 

@@ -597,7 +597,7 @@ def test_caption_dir_defaults_to_the_tool_folder(demo: Path, tmp_path: Path, sta
         ({"rl_data.format": "bogus"}, "rl_data.format='bogus' is not one of: cgbench, videomme, lvbench"),
         ({"rl_data.val_fraction": 1.5}, "rl_data.val_fraction=1.5 must be in [0, 1]"),
         ({"rl_data.val_fraction": -0.1}, "rl_data.val_fraction=-0.1 must be in [0, 1]"),
-        ({"rl_data.val_fraction": True}, "rl_data.val_fraction=True: Value 'True' of type 'bool' could not be"),
+        ({"rl_data.val_fraction": True}, "rl_data.val_fraction=True: expected a number"),
         ({"rl_data.caption_dir": "{missing}"}, "rl_data.caption_dir={missing}: no such folder"),
         ({"rl_data.caption_dir": None, "tool.default.caption_dir": "{missing}"},
          "or tool.default.caption_dir)={missing}: no such folder"),

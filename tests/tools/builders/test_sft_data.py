@@ -465,7 +465,7 @@ def test_stage_dry_run_imports_no_heavy_module(demo_root: Path, run_root: Path, 
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ("~sft_data.input", "sft_data.input: missing"),
+    ("sft_data.input=???", "sft_data.input: missing"),
     ("sft_data.input=/no/such/file.jsonl", "sft_data.input=/no/such/file.jsonl: no such file"),
     ("sft_data.source=bogus", "sft_data.source='bogus'"),
     ("sft_data.keep_wrong=maybe", "sft_data.keep_wrong='maybe'"),

@@ -261,26 +261,20 @@
         " rewards of this group are equal: every advantage is 0 and the group teaches nothing."));
     }
     view.appendChild(legend());
-    // Several rollouts (a GRPO group, two runs): their timelines stacked at full width, to compare at a
-    // glance, then their turns side by side.
-    if (data.episodes.length > 1) {
-      const stack = el("div", { class: "timelines" });
-      for (const episode of data.episodes) {
-        const row = el("div", { class: "timeline-row", "data-label": episode.label });
-        row.append(episodeHead(episode), timeline(episode));
-        stack.appendChild(row);
-      }
-      view.appendChild(stack);
+    // The timelines stacked at full width (one per rollout: a GRPO group's, or two runs'), to compare at a
+    // glance, each under its rollout's outcome and reward; then the turns side by side.
+    const stack = el("div", { class: "timelines" });
+    for (const episode of data.episodes) {
+      const row = el("div", { class: "timeline-row", "data-label": episode.label });
+      row.append(episodeHead(episode), timeline(episode));
+      stack.appendChild(row);
     }
+    view.appendChild(stack);
     const grid = el("div", { class: "episodes" });
     grid.style.gridTemplateColumns = "repeat(" + data.episodes.length + ", minmax(340px, 1fr))";
     for (const episode of data.episodes) {
       const box = el("div", { class: "episode", "data-label": episode.label });
-      if (data.episodes.length > 1) {
-        box.append(el("div", { class: "episode-head" }, episode.label), turns(episode));
-      } else {
-        box.append(episodeHead(episode), timeline(episode), turns(episode));
-      }
+      box.append(el("div", { class: "episode-head" }, episode.label), turns(episode));
       grid.appendChild(box);
     }
     view.appendChild(grid);
