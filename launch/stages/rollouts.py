@@ -35,6 +35,7 @@ from launch.stages.rl import (
 from launch.stages.rl_config import RLConfigError, check_rl_config
 from launch.stages.serving import local_url, served_gpus, vllm_engine, vllm_service
 from launch.view import VIEW_FILE, view_step
+from tools.rollouts import RECORDS_FILE
 
 SPLITS = ("train", "val")
 SETTINGS_FILE = "rollouts/settings.json"
@@ -121,5 +122,5 @@ def build_rollouts_plan(config: DictConfig, run_dir: Path, run_name: str, python
     return Plan(stage="rollouts", run_dir=str(run_dir), main=main, files=files, services=services,
                 before=data_steps(config, rl, values, python), after=[view_step(python, OUTPUT_DIR)],
                 resources=Resources(nodes=1, gpus_per_node=available),
-                outputs={"rollouts": str(out / "rollouts.jsonl"), "report": str(out / "report.json"),
+                outputs={"rollouts": str(out / RECORDS_FILE), "report": str(out / "report.json"),
                          "view": str(out / VIEW_FILE)})

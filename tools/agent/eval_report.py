@@ -20,6 +20,8 @@ from rewards.rollout import decoded_rollout, judge_rollout
 from tools.environment.prompts import tool_failure_reason
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
 
+# The files of an agent run's folder: tools.agent.run writes them, this report and the viewer read them.
+TRAJECTORIES, ERRORS, QUESTIONS, REJECTED = "trajectories.jsonl", "errors.jsonl", "questions.jsonl", "rejected.jsonl"
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
 
 
@@ -206,14 +208,13 @@ def plot(report: dict, path: Path) -> Path:
 def write_report(folder: Path, benchmark: str, mode: str) -> dict:
     """Compute the report of the run in `folder` and write results.json, results.md and results.png there."""
     trajectories = []
-    for _, item in read_trajectories(folder / "trajectories.jsonl") if (folder / "trajectories.jsonl").exists() else []:
+    for _, item in read_trajectories(folder / TRAJECTORIES) if (folder / TRAJECTORIES).exists() else []:
         if isinstance(item, TrajectoryError):
             raise item
         trajectories.append(item)
     report = {"benchmark": benchmark, "mode": mode,
-              **summarize(_jsonl(folder / "questions.jsonl"), trajectories, _jsonl(folder / "errors.jsonl"),
-                          _jsonl(folder / "rejected.jsonl")),
-              "trajectories": str((folder / "trajectories.jsonl").absolute())}
+              **summarize(_jsonl(folder / QUESTIONS), trajectories, _jsonl(folder / ERRORS), _jsonl(folder / REJECTED)),
+              "trajectories": str((folder / TRAJECTORIES).absolute())}
     (folder / RESULTS_JSON).write_text(json.dumps(report, indent=1) + "\n")
     (folder / RESULTS_MD).write_text(markdown(report))
     plot(report, folder / RESULTS_PNG)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tools.agent.eval_report import ERRORS, QUESTIONS, REJECTED, TRAJECTORIES
 from tools.agent.loop import AgentLoop, Generation, PromptRow, QuestionFailed
 from tools.builders.annotations import AnnotationError, read_annotations
 from tools.builders.rl_data import RLDataSettings, question_rows
@@ -31,7 +32,6 @@ from tools.environment.tool_settings import settings_from_dict
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
 from tools.environment.vlm_client import VLMClient, VLMEndpoint
 
-TRAJECTORIES, ERRORS, QUESTIONS, REJECTED = "trajectories.jsonl", "errors.jsonl", "questions.jsonl", "rejected.jsonl"
 MODES = ("eval", "trajectories")
 # How many rejected questions the run names on stderr (all of them are in rejected.jsonl).
 SHOWN_REJECTIONS = 5

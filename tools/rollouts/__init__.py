@@ -5,3 +5,6 @@ against our tool server and scores them with verl's reward manager (`sample`), v
 computes the GRPO advantages, and `records` and `report` write what a researcher reads before an RL
 run. `python -m tools.rollouts --settings FILE --output DIR` runs it.
 """
+
+# The file of the output folder that holds one record per rollout (`records.rollout_records`).
+RECORDS_FILE = "rollouts.jsonl"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tools.environment import settings_file
+from tools.rollouts import RECORDS_FILE
 from tools.rollouts.records import rollout_records
 from tools.rollouts.report import summarize, write_report
 from tools.rollouts.sample import SamplingError, compose_trainer_config, sample, stop_ray
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     reward_keys = list(sampled.batch.meta_info.get("reward_extra_keys") or [])
     records = rollout_records(sampled.batch, tokenizer, reward_keys)
     args.output.mkdir(parents=True, exist_ok=True)
-    with open(args.output / "rollouts.jsonl", "w") as handle:
+    with open(args.output / RECORDS_FILE, "w") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
     summary = summarize(records, sampled, config, settings)

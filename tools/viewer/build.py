@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.agent.eval_report import TRAJECTORIES
 from tools.environment.settings_file import read_mapping
+from tools.rollouts import RECORDS_FILE
 from tools.viewer.model import PageData, compare_page, group_page, question_page
 from tools.viewer.sources import (
-    RECORDS,
-    TRAJECTORIES,
     ViewError,
     dump_items,
     record_items,
@@ -56,7 +56,7 @@ def find_source(path: Path) -> Source:
     """The source at `path` (a file, a stage's output folder or a run folder); ViewError saying what was looked for."""
     path = Path(path).absolute()
     if path.is_file():
-        if path.name == RECORDS:
+        if path.name == RECORDS_FILE:
             return Source("records", path)
         if _STEP_FILE.match(path.name):
             return Source("dump", path)
@@ -68,15 +68,15 @@ def find_source(path: Path) -> Source:
         if (folder / TRAJECTORIES).is_file():
             return Source("questions", folder / TRAJECTORIES)
     for folder in (path, path / RECORDS_FOLDER):
-        if (folder / RECORDS).is_file():
-            return Source("records", folder / RECORDS)
+        if (folder / RECORDS_FILE).is_file():
+            return Source("records", folder / RECORDS_FILE)
     for folder in (path, *(path / name for name in DUMP_FOLDERS)):
         newest = _newest_dump(folder) if folder.is_dir() else None
         if newest is not None:
             return Source("dump", newest)
     raise ViewError(f"{path}: holds no rollouts to show: looked for {TRAJECTORIES} (in it, "
-                    f"{', '.join(f'{name}/' for name in QUESTION_FOLDERS)}), {RECORDS} (in it, {RECORDS_FOLDER}/) and "
-                    f"RL dumps <step>.jsonl (in it, {', '.join(f'{name}/' for name in DUMP_FOLDERS)})")
+                    f"{', '.join(f'{name}/' for name in QUESTION_FOLDERS)}), {RECORDS_FILE} (in it, {RECORDS_FOLDER}/) "
+                    f"and RL dumps <step>.jsonl (in it, {', '.join(f'{name}/' for name in DUMP_FOLDERS)})")
 
 
 def _as_list(value: object) -> list[str]:

@@ -17,11 +17,10 @@ from rewards.question import RewardInputError, answer_key, read_question
 from rewards.rollout import decoded_rollout
 from rewards.score import score_rollout
 from rewards.spec import RewardSpec, spec_for_kwargs
+from tools.agent.eval_report import QUESTIONS
 from tools.environment.trajectory import Trajectory, TrajectoryError, read_trajectories
 from tools.viewer.episodes import Episode, episode_of_text
 
-# The files each source keeps its rollouts in (written by tools.agent.run and tools.rollouts).
-TRAJECTORIES, QUESTIONS, RECORDS = "trajectories.jsonl", "questions.jsonl", "rollouts.jsonl"
 # A chat template's special tokens, which verl's dumps keep in the text (decoded with them).
 _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
 # Where a Qwen chat prompt's user turn starts and ends, in a dump's decoded input.
